@@ -1,0 +1,36 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch where no GPU is present (this pin is the one the workplace ships a wheel of);
+# an already-installed torch -- a user's CUDA build, say -- is never replaced.
+TORCH_CPU_SPEC ?= torch==2.13.0
+TORCH_GPU_SPEC ?= torch
+OUT ?= demo-out
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)') (left as is)"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q "$(TORCH_GPU_SPEC)"; \
+	else \
+	  $(BIN)/pip install -q "$(TORCH_CPU_SPEC)"; \
+	fi
+	$(BIN)/pip install -q -e ".[test,serve]"
+
+demo: setup
+	$(BIN)/lmm-apa demo --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo-out
