@@ -1,0 +1,190 @@
+"""``lmm-apa``: the command line (SPEC §7). Thin on purpose: every command parses its options and
+calls one function of the package, so the same work is reachable from Python and from tests.
+
+Heavy imports (torch, transformers) happen inside the commands, so ``lmm-apa --help`` and
+``lmm-apa data stats`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune and run audio-language models for pronunciation assessment.")
+data_app = typer.Typer(no_args_is_help=True, help="Read, check and synthesise corpora.")
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@data_app.command("stats")
+def data_stats(
+    source: Path = typer.Argument(..., help="SO762 tree, HF save_to_disk folder, parquet file/folder, or JSONL manifest"),
+    split: Optional[str] = typer.Option(None, "--split", help="train / test (SO762 trees and HF dataset dicts)"),
+) -> None:
+    """Print one JSON object: utterances, labelled, failed (id + reason each), hours."""
+    from lmm_apa.data.stats import corpus_stats
+
+    try:
+        stats = corpus_stats(source, split=split)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(stats, indent=2))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Argument(..., help="output folder (SO762 layout with resource/scores.json)"),
+    utterances: int = typer.Option(300, "--utterances", "-n", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9),
+) -> None:
+    """Write the synthetic SO762-like corpus whose scores follow known rules (SPEC §6)."""
+    from lmm_apa.data.synth import write_synthetic_corpus
+
+    summary = write_synthetic_corpus(out, n_utterances=utterances, seed=seed, test_fraction=test_fraction)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Path = typer.Argument(..., help="output folder, loadable with from_pretrained"),
+    arch: str = typer.Option(..., "--arch", help="qwen2-audio | phi4-mm"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Save a tiny random model of the exact architecture, with its processor and a local tokenizer."""
+    from lmm_apa.models.tiny import save_tiny_model
+
+    try:
+        path = save_tiny_model(out, arch=arch, seed=seed)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(str(path))
+
+
+@app.command("train")
+def train(
+    config: str = typer.Argument(..., help="YAML config path, or the name of a shipped config (see lmm_apa/configs)"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key: key=value (dotted keys allowed)"),
+) -> None:
+    """Fine-tune (SFT, SimPO+CE, DPO; LoRA, Unfreeze, QLoRA) as the config says."""
+    from lmm_apa.train.run import train_from_config
+
+    try:
+        result = train_from_config(config, overrides=set_)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("predict")
+def predict(
+    source: Path = typer.Argument(..., help="corpus to assess (any format `data stats` reads)"),
+    model: str = typer.Option(..., "--model", help="hub id or local path of the backbone"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="trained adapter folder (omit for zero-shot)"),
+    task: str = typer.Option("full", "--task"),
+    out: Path = typer.Option(..., "--out", help="predictions JSONL (resumed if it exists)"),
+    decoding: str = typer.Option("free", "--decoding", help="free | constrained"),
+    split: Optional[str] = typer.Option(None, "--split"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    limit: Optional[int] = typer.Option(None, "--limit", help="assess only the first N utterances"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu / cuda (default: cuda when available)"),
+    backend: str = typer.Option("hf", "--backend", help="hf | vllm"),
+) -> None:
+    """Batch assessment: one JSON line per utterance, errors recorded per line."""
+    from lmm_apa.infer.predict import predict_corpus
+
+    try:
+        summary = predict_corpus(
+            source, model=model, adapter=adapter, task=task, out=out, decoding=decoding, split=split,
+            batch_size=batch_size, limit=limit, device=device, backend=backend,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("evaluate")
+def evaluate(
+    preds: Path = typer.Argument(..., help="predictions JSONL"),
+    reference: Path = typer.Option(..., "--reference", help="labelled corpus the predictions are scored against"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, report.md and plots"),
+    split: Optional[str] = typer.Option(None, "--split"),
+) -> None:
+    """metrics.json + paper-style tables + plots."""
+    from lmm_apa.evaluate.run import evaluate_predictions
+
+    try:
+        metrics = evaluate_predictions(preds, reference, out=out, split=split)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command("assess")
+def assess(
+    audio: Path = typer.Argument(..., help="one recording (WAV/FLAC)"),
+    text: str = typer.Option(..., "--text", help="the reference text the learner read"),
+    model: Optional[str] = typer.Option(None, "--model", help="hub id or local path (default: Qwen/Qwen2-Audio-7B-Instruct)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter"),
+    task: str = typer.Option("full", "--task"),
+    decoding: str = typer.Option("constrained", "--decoding", help="free | constrained"),
+    format: str = typer.Option("native", "--format", help="native | azure"),
+    phones: Optional[str] = typer.Option(None, "--phones", help="explicit canonical phones, words separated by ' - '"),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Assess one recording; JSON on stdout."""
+    from lmm_apa.infer.assess import assess_recording
+
+    try:
+        result = assess_recording(
+            audio, text=text, model=model, adapter=adapter, task=task, decoding=decoding,
+            output_format=format, phones=phones, device=device,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    adapter: Optional[str] = typer.Option(None, "--adapter"),
+    task: str = typer.Option("full", "--task"),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """HTTP API + learner page."""
+    from lmm_apa.serve.app import run_server
+
+    run_server(host=host, port=port, model=model, adapter=adapter, task=task, device=device)
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out"),
+    seed: int = typer.Option(0, "--seed"),
+    model: Optional[str] = typer.Option(None, "--model", help="a real backbone (GPU); default: the tiny Qwen2-Audio-architecture model"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="a real labelled corpus instead of the synthetic one"),
+) -> None:
+    """The main job: synthetic corpus -> fine-tune -> predict -> evaluate -> report."""
+    from lmm_apa.demo import run_demo
+
+    result = run_demo(out, seed=seed, model=model, corpus=corpus)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

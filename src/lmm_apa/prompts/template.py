@@ -1,0 +1,74 @@
+"""An answer as a template: literal text the reference already fixes, and score slots the model fills.
+
+Every APA answer format in the two papers is such a template: in seed 001's
+``Word Scores: WE/10/10/10 CALL/...`` the words, slashes and spaces are known from the reference
+text before the model says anything; only the numbers are unknown. One representation serves three
+consumers, so they cannot drift apart:
+
+- training targets: ``render(template, values)`` gives the exact target string;
+- template-constrained decoding (``lmm_apa.infer``): literal pieces are forced, each slot is decoded
+  over its ``choices`` only;
+- expected-score decoding: the probability of every choice at each slot gives an expectation.
+
+``Slot.key`` names what a slot holds, e.g. ``("sentence", "accuracy", None)``,
+``("word", "stress", 3)`` (word index 3), ``("phone", "accuracy", (3, 1))`` (word 3, phone 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, Sequence, Union
+
+SCORE_0_10: tuple[int, ...] = tuple(range(11))
+STRESS_CHOICES: tuple[int, ...] = (5, 10)
+
+
+@dataclass(frozen=True)
+class Slot:
+    key: tuple[str, str, Hashable]  # (level, aspect, index)
+    choices: tuple[int, ...] = SCORE_0_10
+
+    @property
+    def level(self) -> str:
+        return self.key[0]
+
+    @property
+    def aspect(self) -> str:
+        return self.key[1]
+
+
+Piece = Union[str, Slot]
+
+
+@dataclass
+class Template:
+    pieces: list[Piece] = field(default_factory=list)
+
+    def literal(self, text: str) -> "Template":
+        if text:
+            if self.pieces and isinstance(self.pieces[-1], str):
+                self.pieces[-1] += text
+            else:
+                self.pieces.append(text)
+        return self
+
+    def slot(self, key: tuple[str, str, Hashable], choices: Sequence[int] = SCORE_0_10) -> "Template":
+        self.pieces.append(Slot(tuple(key), tuple(choices)))
+        return self
+
+    @property
+    def slots(self) -> list[Slot]:
+        return [p for p in self.pieces if isinstance(p, Slot)]
+
+
+def format_score(value: float) -> str:
+    """Scores are written as integers, as in the papers' targets."""
+    return str(int(round(float(value))))
+
+
+def render(template: Template, values: dict) -> str:
+    """Fill every slot from ``values`` (keyed by ``Slot.key``); a missing key raises KeyError."""
+    out = []
+    for p in template.pieces:
+        out.append(p if isinstance(p, str) else format_score(values[p.key]))
+    return "".join(out)
