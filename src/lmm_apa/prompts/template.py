@@ -72,3 +72,26 @@ def render(template: Template, values: dict) -> str:
     for p in template.pieces:
         out.append(p if isinstance(p, str) else format_score(values[p.key]))
     return "".join(out)
+
+
+def key_to_str(key: tuple) -> str:
+    """JSON-safe name of a slot key, used in prediction lines and reports:
+    ``("sentence","accuracy",None)`` -> ``"sentence.accuracy"``, ``("word","stress",3)`` ->
+    ``"word.3.stress"``, ``("phone","accuracy",(3,1))`` -> ``"phone.3.1.accuracy"``."""
+    level, aspect, index = key
+    if index is None:
+        return f"{level}.{aspect}"
+    if isinstance(index, tuple):
+        return ".".join([level, *map(str, index), aspect])
+    return f"{level}.{index}.{aspect}"
+
+
+def key_from_str(name: str) -> tuple:
+    """Inverse of ``key_to_str``."""
+    parts = name.split(".")
+    level, aspect, middle = parts[0], parts[-1], parts[1:-1]
+    if not middle:
+        return (level, aspect, None)
+    if len(middle) == 1:
+        return (level, aspect, int(middle[0]))
+    return (level, aspect, tuple(int(m) for m in middle))

@@ -1,0 +1,1 @@
+"""Fixtures for the models area (see conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the synth area (see conftest.py)."""
