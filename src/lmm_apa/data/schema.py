@@ -92,9 +92,13 @@ class Audio:
     path: str | None = None
     array: np.ndarray | None = None
     sampling_rate: int | None = None
+    origin: str | None = None  # where an in-memory array came from (e.g. "so762/train row 3: 000010011.WAV"), for messages
 
     def describe(self) -> str:
-        return self.path if self.path else f"<array of {0 if self.array is None else len(self.array)} samples>"
+        if self.path:
+            return self.path
+        arr = f"<array of {0 if self.array is None else len(self.array)} samples>"
+        return f"{self.origin} {arr}" if self.origin else arr
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""The papers' metrics, as pure functions of numbers and strings.
+
+- score agreement (both papers): PCC (``scipy.stats.pearsonr``), SCC (``scipy.stats.spearmanr``),
+  RMSE. A correlation of a constant series is undefined: it is ``None`` with a ``reason``, never a
+  crash and never a misleading 0 (SO762 completeness is almost always 10);
+- WER and PER (seed 002 eq. 1-2): Levenshtein (S + D + I) / N summed over the corpus, via jiwer;
+- mispronunciation detection precision / recall / F1 (seed 002 eq. 3-5) in the usual MDD
+  hierarchy: every canonical phone is *accepted* or *rejected* by the human annotation and by the
+  prediction (aligned to the canonical phones). TP = true rejection (human and model both say
+  mispronounced), FP = false rejection, FN = false acceptance. Phones the prediction inserts have
+  no canonical phone and are left out of P/R/F1 (they do count in PER).
+
+Phone symbols are compared without stress digits by default (``IY0`` == ``IY``): seed 002's MDD
+prompt asks for CMUdict phones as in "AA, IH", and stress is not part of phone identity in MDD.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Sequence
+
+import jiwer
+import numpy as np
+from scipy import stats
+
+_DEL = ("<DEL>", "<del>", "")
+
+
+def _clean(pred: Sequence[float], human: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(pred, dtype=float)
+    y = np.asarray(human, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"predicted ({x.size}) and human ({y.size}) scores differ in length")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _undefined_reason(x: np.ndarray, y: np.ndarray) -> str | None:
+    if x.size < 2:
+        return f"fewer than 2 pairs (n={x.size})"
+    if np.ptp(y) == 0:
+        return f"human scores are constant ({y[0]:g})"
+    if np.ptp(x) == 0:
+        return f"predicted scores are constant ({x[0]:g})"
+    return None
+
+
+def pcc(pred: Sequence[float], human: Sequence[float]) -> float | None:
+    """Pearson correlation; None when undefined (n < 2 or a constant series)."""
+    x, y = _clean(pred, human)
+    return None if _undefined_reason(x, y) else float(stats.pearsonr(x, y)[0])
+
+
+def scc(pred: Sequence[float], human: Sequence[float]) -> float | None:
+    """Spearman rank correlation; None when undefined."""
+    x, y = _clean(pred, human)
+    return None if _undefined_reason(x, y) else float(stats.spearmanr(x, y)[0])
+
+
+def rmse(pred: Sequence[float], human: Sequence[float]) -> float | None:
+    x, y = _clean(pred, human)
+    return None if x.size == 0 else float(np.sqrt(np.mean((x - y) ** 2)))
+
+
+def score_metrics(pred: Sequence[float], human: Sequence[float]) -> dict:
+    """``{"pcc", "scc", "rmse", "n"}`` (+ ``"reason"`` when a correlation is undefined)."""
+    x, y = _clean(pred, human)
+    out = {"pcc": pcc(x, y), "scc": scc(x, y), "rmse": rmse(x, y), "n": int(x.size)}
+    reason = _undefined_reason(x, y)
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+# --------------------------------------------------------------------------- WER / PER
+def normalise_text(text: str) -> str:
+    """Upper case, punctuation removed (apostrophes inside words kept): "That's it." -> "THAT'S IT"."""
+    text = re.sub(r"[^\w'<>\s]", " ", text.upper())
+    return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
+
+
+def normalise_phones(phones: Sequence[str] | str, strip_stress: bool = True) -> list[str]:
+    if isinstance(phones, str):
+        phones = phones.split()
+    out = []
+    for p in phones:
+        p = p.strip().upper()
+        if not p or p in ("-", "|"):
+            continue
+        if p.startswith("<"):
+            out.append(p.lower())  # <unk>
+            continue
+        out.append(re.sub(r"\d+$", "", p) if strip_stress else p)
+    return out
+
+
+def error_rate(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> dict:
+    """Corpus Levenshtein error rate over token lists: ``{"rate", "substitutions", "deletions",
+    "insertions", "n"}``; rate None when the references hold no tokens."""
+    pairs = [(list(r), list(h)) for r, h in zip(refs, hyps) if len(r)]
+    empty_refs = sum(1 for r in refs if not len(r))
+    n = sum(len(r) for r, _ in pairs)
+    counts = {"substitutions": 0, "deletions": 0, "insertions": 0}
+    if pairs:
+        o = jiwer.process_words([" ".join(r) for r, _ in pairs], [" ".join(h) for _, h in pairs])
+        counts = {"substitutions": o.substitutions, "deletions": o.deletions, "insertions": o.insertions}
+    # an empty reference: every hypothesis token is an insertion (jiwer refuses empty references)
+    counts["insertions"] += sum(len(h) for r, h in zip(refs, hyps) if not len(r))
+    rate = (counts["substitutions"] + counts["deletions"] + counts["insertions"]) / n if n else None
+    out = {"rate": rate, **counts, "n": n}
+    if empty_refs:
+        out["empty_references"] = empty_refs
+    return out
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float | None:
+    """Corpus WER of transcripts (normalised with ``normalise_text``)."""
+    return error_rate([normalise_text(r).split() for r in refs], [normalise_text(h).split() for h in hyps])["rate"]
+
+
+def per(refs: Sequence[Sequence[str] | str], hyps: Sequence[Sequence[str] | str], strip_stress: bool = True) -> float | None:
+    """Corpus PER of phone sequences."""
+    return error_rate([normalise_phones(r, strip_stress) for r in refs],
+                      [normalise_phones(h, strip_stress) for h in hyps])["rate"]
+
+
+# --------------------------------------------------------------------------- MDD
+def align_to_canonical(canonical: Sequence[str], predicted: Sequence[str]) -> list[str | None]:
+    """For each canonical phone, the predicted phone aligned to it (None: deleted)."""
+    canonical, predicted = list(canonical), list(predicted)
+    out: list[str | None] = [None] * len(canonical)
+    if not canonical or not predicted:
+        return out
+    o = jiwer.process_words(" ".join(canonical), " ".join(predicted))
+    for chunk in o.alignments[0]:
+        if chunk.type in ("equal", "substitute"):
+            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                out[chunk.ref_start_idx + k] = predicted[chunk.hyp_start_idx + k]
+    return out
+
+
+def mdd_counts(canonical: Sequence[str], human: Sequence[str | None], predicted: Sequence[str],
+               strip_stress: bool = True) -> dict:
+    """Detection counts for one utterance.
+
+    ``canonical``: the canonical phones; ``human``: per canonical phone what the annotators heard
+    (None or "<DEL>" for a deleted phone); ``predicted``: the model's phone transcript.
+    Returns ``{"ta", "fr", "fa", "tr", "correct_diagnosis"}``."""
+    canon = normalise_phones(canonical, strip_stress)
+    if len(canon) != len(human):
+        raise ValueError(f"{len(human)} human labels for {len(canon)} canonical phones")
+    heard = [None if (h is None or h in _DEL) else (normalise_phones([h], strip_stress) or [None])[0] for h in human]
+    aligned = align_to_canonical(canon, normalise_phones(predicted, strip_stress))
+    c = {"ta": 0, "fr": 0, "fa": 0, "tr": 0, "correct_diagnosis": 0}
+    for can, hum, pred in zip(canon, heard, aligned):
+        human_ok, pred_ok = hum == can, pred == can
+        if human_ok and pred_ok:
+            c["ta"] += 1
+        elif human_ok:
+            c["fr"] += 1
+        elif pred_ok:
+            c["fa"] += 1
+        else:
+            c["tr"] += 1
+            c["correct_diagnosis"] += int(pred == hum)
+    return c
+
+
+def detection_scores(counts: dict) -> dict:
+    """precision = TR / (TR + FR), recall = TR / (TR + FA), F1; None when a denominator is 0."""
+    tp, fp, fn = counts["tr"], counts["fr"], counts["fa"]
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    if precision is None or recall is None or precision + recall == 0:
+        f1 = None if precision is None or recall is None else 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def finite_or_none(x) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)

@@ -1,0 +1,352 @@
+"""Template-constrained and expected-score decoding.
+
+Why: in an APA answer the words, phones, slashes and spaces are already known from the reference;
+only the scores are unknown. So the decoder forces the literal text and decodes each score slot over
+its valid values only (0-10, stress 5 or 10). Every output parses and lines up with the reference,
+and one forward pass per slot replaces one per generated token.
+
+Exact candidate probabilities. A score may span several tokens ("10" is "1","0" for Qwen2, one token
+for Phi-4), and "1" is a prefix of "10", so the probability of the choice "1" is not P("1"): it is
+P("1") * P(next literal's first token | "1"). In general the probability of choice ``c`` is the
+product of the conditional probabilities of the tokens of ``text + c + next literal`` from the first
+token that differs between the choices up to and including the first token that reaches past the
+value (the boundary token; the answer terminator when the slot ends the answer). These token
+sequences are prefix-free, so they are disjoint events and the renormalised distribution over the
+choices is exact under the tokenizer's canonical tokenization.
+
+Tokenization is never guessed from pieces: every candidate's text is tokenized as a whole, the way
+the training target is, so the token ids the decoder commits equal ``tokenizer(render(template,
+values))`` whatever the tokenizer merges across a slot boundary (a space that attaches to a digit in
+GPT-2-style regexes included).
+
+How the passes are spent. After one prefill of the prompt (audio included, left-padded batch), each
+slot costs ONE forward per batch: the chunk holds the tokens now known (the previous slot's chosen
+value and the literal text up to this slot) followed by a small token tree with every candidate's
+tokens (tree attention through a custom 4D mask: each node sees the context and its own ancestors
+only). The tree's logits give every candidate's exact probability; the tree is then cropped off the
+KV cache, which is otherwise reused across slots. Rows with different templates advance in lock step;
+padding inside a chunk is masked and keeps no position.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from lmm_apa.prompts.template import Slot, Template, format_score
+
+
+@dataclass
+class DecodeResult:
+    """One row's answer. ``values`` are the argmax choices, ``expected`` the expectations, ``probs``
+    each slot's distribution over its choices (all keyed by ``Slot.key``)."""
+
+    text: str
+    values: dict = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)
+    probs: dict = field(default_factory=dict)
+    token_ids: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- template walking
+
+
+def template_segments(template: Template) -> tuple[list[tuple[str, Slot]], str]:
+    """``[(literal before slot, slot), ...]`` and the trailing literal. Two slots with no literal
+    between them cannot be decoded one by one (the boundary of the first is unknown): refused."""
+    segments: list[tuple[str, Slot]] = []
+    pending = ""
+    for piece in template.pieces:
+        if isinstance(piece, Slot):
+            if segments and pending == "":
+                raise ValueError(f"template has two adjacent slots ({segments[-1][1].key}, {piece.key}) with no text between them")
+            segments.append((pending, piece))
+            pending = ""
+        else:
+            pending += piece
+    return segments, pending
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [list(x) for x in enc["input_ids"]], [[tuple(o) for o in x] for x in enc["offset_mapping"]]
+
+
+@dataclass
+class SlotCandidates:
+    """What one slot needs: the tokens every choice shares beyond what is committed (``feed``) and,
+    per choice, the tokens that tell it apart, boundary token included (``seqs``)."""
+
+    feed: list[int]
+    seqs: list[list[int]]
+    committed_after: list[int]  # committed ids once ``feed`` is in the cache
+
+
+def slot_candidates(
+    tokenizer,
+    committed: Sequence[int],
+    text_before: str,
+    choices: Sequence[int],
+    text_after: str,
+    terminator_id: int | None,
+) -> SlotCandidates:
+    """Token sequences of each choice of a slot, from whole-text tokenization (see module doc).
+
+    ``committed`` are the answer's token ids already in the KV cache; ``text_before`` is the answer
+    text up to the slot; ``text_after`` the literal after it ("" when the slot ends the answer, then
+    ``terminator_id`` is the boundary)."""
+    values = [format_score(c) for c in choices]
+    texts = [text_before + v + text_after for v in values]
+    ids, offsets = _tokenize(tokenizer, texts)
+    if text_after == "":
+        if terminator_id is None:
+            raise ValueError("a slot ends the answer but the backbone has no answer terminator token")
+        for v, i, o in zip(values, ids, offsets):
+            end = len(text_before) + len(v)
+            i.append(int(terminator_id))
+            o.append((end, end + 1))
+    n = len(committed)
+    for i in ids:
+        if i[:n] != list(committed):
+            raise ValueError(
+                "tokenizer merges text across a score boundary in a way that changes tokens already "
+                f"decoded (before {text_before[-30:]!r}); template-constrained decoding cannot force this template"
+            )
+    common = n
+    while all(len(i) > common for i in ids) and len({i[common] for i in ids}) == 1:
+        # a shared token is forced only if it lies wholly before the value (it may not be its start)
+        if any(o[common][1] > len(text_before) for o in offsets):
+            break
+        common += 1
+    seqs = []
+    for v, i, o in zip(values, ids, offsets):
+        end = len(text_before) + len(v)
+        k = common
+        while k < len(i) and o[k][1] <= end:
+            k += 1
+        if k >= len(i):
+            raise ValueError(f"no boundary token after the value {v!r} (before {text_after[:20]!r})")
+        seqs.append(i[common : k + 1])
+    for a in range(len(seqs)):  # prefix-free, hence disjoint events
+        for b in range(len(seqs)):
+            if a != b and seqs[b][: len(seqs[a])] == seqs[a]:
+                raise ValueError(f"choice token sequences are not prefix-free at {text_before[-30:]!r}")
+    return SlotCandidates(feed=ids[0][n:common], seqs=seqs, committed_after=ids[0][:common])
+
+
+def candidate_tree(seqs: Sequence[Sequence[int]]) -> tuple[list[tuple[int, int, int]], list[list[int]]]:
+    """The trie of every choice's tokens except its last: nodes ``(token, parent, depth)`` (parent
+    -1 for the root's children, depth from 1), and for each choice the node whose logits predict each
+    of its tokens after the first (the first is predicted by the context's last position)."""
+    nodes: list[tuple[int, int, int]] = []
+    index: dict[tuple[int, ...], int] = {}
+    predictors = []
+    for seq in seqs:
+        pred = []
+        for j in range(1, len(seq)):
+            prefix = tuple(seq[:j])
+            if prefix not in index:
+                parent = index[prefix[:-1]] if j > 1 else -1
+                index[prefix] = len(nodes)
+                nodes.append((prefix[-1], parent, j))
+            pred.append(index[prefix])
+        predictors.append(pred)
+    return nodes, predictors
+
+
+# --------------------------------------------------------------------------- counting passes
+
+
+@contextmanager
+def count_forwards(model):
+    """Count forward passes of ``model`` (prefill and decode steps alike): ``with count_forwards(m) as c: ...; c[0]``."""
+    counter = [0]
+
+    def hook(*_):
+        counter[0] += 1
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class _Row:
+    segments: list[tuple[str, Slot]]
+    trailing: str
+    k: int = 0
+    text: str = ""
+    committed: list[int] = field(default_factory=list)
+    result: DecodeResult = field(default_factory=lambda: DecodeResult(text=""))
+
+    @property
+    def done(self) -> bool:
+        return self.k >= len(self.segments)
+
+
+def _cache_drop_last(cache, n: int) -> None:
+    """Remove the last ``n`` positions (the candidate tree) from every layer of the cache."""
+    if n <= 0:
+        return
+    try:
+        cache.crop(-n)
+    except Exception as e:  # sliding-window layers and other caches that cannot crop
+        raise ValueError(f"constrained decoding needs a croppable KV cache; {type(cache).__name__} refused: {e}") from e
+
+
+@torch.no_grad()
+def constrained_decode(
+    model,
+    tokenizer,
+    prefill: dict,
+    templates: Sequence[Template],
+    terminator_id: int | None,
+    pad_id: int = 0,
+) -> list[DecodeResult]:
+    """Decode a batch of templates (one per row of ``prefill``, a left-padded ``build_batch``
+    output). Returns one ``DecodeResult`` per row, with exact per-slot distributions."""
+    rows = []
+    for t in templates:
+        segs, trailing = template_segments(t)
+        rows.append(_Row(segs, trailing))
+    prefill = dict(prefill)
+    attn2d = prefill["attention_mask"].bool()
+    device = attn2d.device
+    position_ids = (attn2d.long().cumsum(-1) - 1).masked_fill(~attn2d, 0)
+    out = model(**prefill, position_ids=position_ids, use_cache=True)
+    cache = out.past_key_values
+    dtype = out.logits.dtype
+    neg = torch.finfo(dtype if dtype.is_floating_point else torch.float32).min
+    last_lp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # left padding: last column is real
+    next_pos = attn2d.long().sum(-1)  # next position id per row
+    del out
+
+    while not all(r.done for r in rows):
+        plans = []
+        for r in rows:
+            if r.done:
+                plans.append(None)
+                continue
+            literal, slot = r.segments[r.k]
+            after = r.segments[r.k + 1][0] if r.k + 1 < len(r.segments) else r.trailing
+            cand = slot_candidates(tokenizer, r.committed, r.text + literal, slot.choices, after, terminator_id)
+            nodes, predictors = candidate_tree(cand.seqs)
+            plans.append((cand, nodes, predictors))
+        B = len(rows)
+        F = max((len(p[0].feed) for p in plans if p), default=0)
+        T = max((len(p[1]) for p in plans if p), default=0)
+        Q = F + T
+        past = attn2d.shape[1]
+        ids = torch.full((B, Q), pad_id, dtype=torch.long, device=device)
+        pos = torch.zeros((B, Q), dtype=torch.long, device=device)
+        allowed = torch.zeros((B, Q, past + Q), dtype=torch.bool, device=device)
+        allowed[:, torch.arange(Q), past + torch.arange(Q)] = True  # padding queries see themselves (no NaN)
+        feed_real = torch.zeros((B, F), dtype=torch.bool, device=device)
+        for b, p in enumerate(plans):
+            if p is None:
+                continue
+            cand, nodes, _ = p
+            f = len(cand.feed)
+            base = int(next_pos[b])
+            if f:
+                ids[b, :f] = torch.tensor(cand.feed, device=device)
+                pos[b, :f] = base + torch.arange(f, device=device)
+                feed_real[b, :f] = True
+                allowed[b, :f, :past] = attn2d[b]
+                allowed[b, :f, past : past + f] = torch.tril(torch.ones(f, f, dtype=torch.bool, device=device))
+            for n, (tok, parent, depth) in enumerate(nodes):
+                q = F + n
+                ids[b, q] = tok
+                pos[b, q] = base + f + depth - 1
+                allowed[b, q, :past] = attn2d[b]
+                allowed[b, q, past : past + f] = True
+                a = n
+                while a != -1:  # itself and its ancestors
+                    allowed[b, q, past + F + a] = True
+                    a = nodes[a][1]
+        mask = torch.zeros((B, 1, Q, past + Q), dtype=dtype, device=device)
+        mask.masked_fill_(~allowed[:, None], neg)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        logits = out.logits
+        for b, p in enumerate(plans):
+            if p is None:
+                continue
+            cand, nodes, predictors = p
+            r = rows[b]
+            f = len(cand.feed)
+            if f:
+                last_lp[b] = torch.log_softmax(logits[b, f - 1].float(), dim=-1)
+            node_lp = torch.log_softmax(logits[b, F : F + len(nodes)].float(), dim=-1) if nodes else None
+            scores = []
+            for seq, pred in zip(cand.seqs, predictors):
+                s = last_lp[b, seq[0]]
+                for tok, node in zip(seq[1:], pred):
+                    s = s + node_lp[node, tok]
+                scores.append(s)
+            logp = torch.stack(scores)
+            probs = torch.softmax(logp, dim=0).tolist()
+            literal, slot = r.segments[r.k]
+            best = max(range(len(probs)), key=lambda i: probs[i])
+            r.result.values[slot.key] = int(slot.choices[best])
+            r.result.expected[slot.key] = float(sum(p_ * c for p_, c in zip(probs, slot.choices)))
+            r.result.probs[slot.key] = probs
+            r.text = r.text + literal + format_score(slot.choices[best])
+            r.committed = cand.committed_after
+            r.k += 1
+        _cache_drop_last(cache, T)
+        attn2d = torch.cat([attn2d, feed_real], dim=1)
+        next_pos = next_pos + feed_real.long().sum(-1)
+        del out, logits
+
+    for r in rows:
+        r.result.text = r.text + r.trailing
+        r.result.token_ids = tokenizer(r.result.text, add_special_tokens=False)["input_ids"]
+    return [r.result for r in rows]
+
+
+def answer_terminator_id(backbone) -> int | None:
+    """The token the training target puts right after the answer (end of turn), read from
+    ``build_batch`` itself so decoding and training cannot disagree. Falls back to the EOS id."""
+    import numpy as np
+
+    cached = getattr(backbone, "_lmm_apa_terminator", "unset")
+    if cached != "unset":
+        return cached
+    term = None
+    try:
+        probe = "Sentence Scores: 7"
+        audio = np.zeros(int(backbone.sampling_rate * 0.5), dtype=np.float32)
+        batch = backbone.build_batch([audio], ["probe"], [probe])
+        labels = batch["labels"][0].tolist()
+        answer = [t for t in labels if t != -100]
+        ans_ids = backbone.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        if answer[: len(ans_ids)] == ans_ids and len(answer) > len(ans_ids):
+            term = int(answer[len(ans_ids)])
+    except Exception:
+        term = None
+    if term is None:
+        eos = getattr(backbone.tokenizer, "eos_token_id", None)
+        term = int(eos) if eos is not None else None
+    try:
+        backbone._lmm_apa_terminator = term
+    except Exception:
+        pass
+    return term
+
+
+def entropy_bits(probs: Sequence[float]) -> float:
+    """Entropy of a slot distribution (a confidence figure a report may show)."""
+    return -sum(p * math.log2(p) for p in probs if p > 0)

@@ -1,0 +1,154 @@
+"""Phi-4-multimodal-instruct (seed 002's backbone) through transformers' own classes.
+
+Model: ``transformers.models.phi4_multimodal.Phi4MultimodalForCausalLM`` (the transformers-native
+checkpoint revision; no ``trust_remote_code``). Audio path: ``model.embed_tokens_extend.audio_embed``
+= conformer ``encoder`` + projector ``up_proj_for_speech`` -> GELU -> ``down_proj_for_speech``; the
+language model is Phi-4-mini (``model.layers``). Audio features: ``Phi4MultimodalFeatureExtractor``
+(80 log-mel, 16 kHz). ``Phi4MultimodalProcessor`` also needs the image processor, which needs
+torchvision; so inputs are built from the feature extractor + tokenizer directly, expanding the audio
+token ``audio_embed_sizes[i]`` times exactly as ``Phi4MultimodalProcessor.replace_audio_token`` does
+(the processor is used when it can be built; tests check both give the same ids).
+
+Chat turn (Phi-4 format; seed 002 puts the control token before the audio, figure 3)::
+
+    <|user|>{<|APA|> or <|MDD|>}<|audio|>...<|audio|>{prompt}<|end|><|assistant|>{answer}<|end|>
+
+The audio placeholder is the token whose id is ``config.audio_config.audio_token_id`` (200011,
+``<|audio|>`` in the native tokenizer). Labels cover ``{answer}<|end|>`` only; ``<|end|>`` and
+``<|endoftext|>`` end generation.
+
+Speech LoRA: Phi-4-multimodal is a mixture of LoRAs; its speech skills live in a LoRA adapter on the
+language model that the checkpoint ships as a peft adapter in ``speech-lora/``. ``load`` wraps the
+model with it (``PeftModel``, frozen) when present; seed 002 fine-tunes exactly this adapter, so
+``apply_adapter(method="lora")`` continues training it rather than adding a new one, and
+"Unfreeze" = speech LoRA + ``audio_embed.encoder`` + the speech projector. The speech LoRA targets
+``qkv_proj o_proj gate_up_proj down_proj`` of ``model.layers`` (rank 320 in the real checkpoint).
+
+Audio limit: no fixed encoder length; 40 s per clip here (the model card's limit for speech
+prompts other than summarisation).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lmm_apa.models.backbones.base import Backbone, split_control_token
+
+HUB_ID = "microsoft/Phi-4-multimodal-instruct"
+MODEL_TYPE = "phi4_multimodal"
+SPEECH_LORA_SUBFOLDER = "speech-lora"
+AUDIO_TOKEN = "<|audio|>"
+IMAGE_TOKEN = "<|image|>"
+END_OF_TURN = "<|end|>"
+# Real special tokens at their real offsets from <|endoftext|> (199999): ids 200000-200017 are
+# reserved, 200010 = image, 200011 = audio, then the chat tokens 200018-200028.
+SPECIAL_TOKEN_OFFSETS = {
+    "<|endoftext|>": 0,
+    **{f"<|endoftext{i}|>": i + 1 for i in range(10)},
+    IMAGE_TOKEN: 11,
+    AUDIO_TOKEN: 12,
+    **{f"<|endoftext{i}|>": i + 1 for i in range(12, 18)},
+    "<|endofprompt|>": 19,
+    "<|assistant|>": 20,
+    "<|end|>": 21,
+    "<|user|>": 22,
+    "<|system|>": 23,
+    "<|tool|>": 24,
+    "<|/tool|>": 25,
+    "<|tool_call|>": 26,
+    "<|/tool_call|>": 27,
+    "<|tool_response|>": 28,
+    "<|tag|>": 29,
+}
+LORA_TARGET_MODULES = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+LORA_LAYERS_PREFIX = "model.layers"
+UNFREEZE_MODULES = [
+    "model.embed_tokens_extend.audio_embed.encoder",
+    "model.embed_tokens_extend.audio_embed.up_proj_for_speech",
+    "model.embed_tokens_extend.audio_embed.down_proj_for_speech",
+]
+QUANTIZATION_SKIP_MODULES = ["embed_tokens_extend", "lm_head"]
+MAX_AUDIO_SECONDS = 40.0
+
+# Phi-4-mini / Phi-4-multimodal-instruct chat template.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|>' + '<|end|>' }}"
+    "{% else %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+class Phi4MMBackbone(Backbone):
+    def prompt_text(self, prompt: str) -> str:
+        control, rest = split_control_token(prompt)
+        messages = [{"role": "user", "content": control + self.audio_token + rest}]
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.tokenizer.chat_template or CHAT_TEMPLATE, tokenize=False,
+            add_generation_prompt=True,
+        )
+
+    def audio_inputs(self, audios: Sequence[np.ndarray]) -> tuple[dict, list[int]]:
+        feats = self.feature_extractor(
+            [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate, return_tensors="pt"
+        )
+        out = {"audio_input_features": feats["audio_input_features"], "audio_embed_sizes": feats["audio_embed_sizes"]}
+        if "audio_attention_mask" in feats:
+            out["audio_attention_mask"] = feats["audio_attention_mask"]
+        return out, [int(n) for n in feats["audio_embed_sizes"]]
+
+
+def _has_speech_lora(source: str) -> bool:
+    path = Path(source)
+    if path.exists():
+        return (path / SPEECH_LORA_SUBFOLDER / "adapter_config.json").is_file()
+    return True  # a hub id: the real checkpoint ships it
+
+
+def load(source: str, model_kwargs: dict, speech_lora: bool = True) -> Phi4MMBackbone:
+    from transformers import AutoFeatureExtractor, AutoTokenizer
+    from transformers.models.phi4_multimodal.modeling_phi4_multimodal import Phi4MultimodalForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(source)
+    processor = None
+    if importlib.util.find_spec("torchvision") is not None:  # the image processor needs it
+        from transformers import AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(source)
+        except (ImportError, OSError, ValueError):
+            processor = None
+    model = Phi4MultimodalForCausalLM.from_pretrained(source, **model_kwargs)
+    own_lora = None
+    if speech_lora and _has_speech_lora(source):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, source, subfolder=SPEECH_LORA_SUBFOLDER, is_trainable=False)
+        own_lora = SPEECH_LORA_SUBFOLDER
+    config = model.config
+    audio_token = tokenizer.convert_ids_to_tokens(config.audio_config.audio_token_id)
+    return Phi4MMBackbone(
+        arch="phi4-mm",
+        model=model,
+        tokenizer=tokenizer,
+        feature_extractor=feature_extractor,
+        processor=processor,
+        sampling_rate=feature_extractor.sampling_rate,
+        max_audio_seconds=MAX_AUDIO_SECONDS,
+        lora_target_modules=list(LORA_TARGET_MODULES),
+        unfreeze_modules=list(UNFREEZE_MODULES),
+        lora_layers_prefix=LORA_LAYERS_PREFIX,
+        end_of_turn=END_OF_TURN,
+        audio_token=audio_token,
+        own_lora=own_lora,
+        source=str(source),
+    )

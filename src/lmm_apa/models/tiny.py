@@ -1,0 +1,182 @@
+"""Tiny, randomly initialised models of the two exact backbone architectures (SPEC §6).
+
+No weights can be downloaded here, so every test and the demo run the real code path on these:
+transformers' own model classes (``Qwen2AudioForConditionalGeneration``,
+``Phi4MultimodalForCausalLM``) with tiny configs, the real feature-extractor classes with the real
+settings, a byte-level BPE tokenizer trained locally with the real pre-tokenizer regex, the real
+special tokens (in the real order, referenced by the configs' audio token ids) and the real chat
+templates. Everything is saved with ``save_pretrained`` and loaded back with ``from_pretrained`` by
+``load_backbone`` exactly like a hub checkpoint.
+
+Sizes (seconds to build on CPU, a few MB on disk): language model hidden 128, 2 layers, 4 heads
+(2 KV heads); audio encoder width 64, 2 layers; Phi-4's vision tower (unused here, but part of the
+architecture) width 32, 2 layers. The Phi-4 folder also gets a random ``speech-lora/`` peft adapter
+(rank 8) on the language model, like the real checkpoint's speech LoRA.
+
+One deliberate difference: the tiny Qwen2-Audio encoder takes 15 s windows (``max_source_positions``
+750, feature extractor ``chunk_length`` 15) instead of 30 s, halving the encoder cost of every test;
+the synthetic corpus and the bundled SO762 sample are shorter than that. The real model stays 30 s.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from lmm_apa.models.backbones import ARCHS, check_arch, phi4_mm, qwen2_audio
+from lmm_apa.models.tiny_tokenizer import O200K_PRETOKENIZE_REGEX, QWEN2_PRETOKENIZE_REGEX, train_bpe
+
+MARKER = "lmm_apa_tiny.json"
+BPE_VOCAB = 3000
+TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+QWEN_TINY_SECONDS = 15
+
+
+def _padded_vocab(n: int, multiple: int = 64) -> int:
+    """Embedding rows: the tokenizer's size rounded up, as the real checkpoints over-allocate."""
+    return -(-n // multiple) * multiple
+
+
+def _tokenizer(pattern: str, specials: list[str], tokenizer_class: str, seed: int, **special_kwargs):
+    """Train, wrap as a transformers tokenizer of ``tokenizer_class`` (loaded back from disk, so the
+    class and its tokenizer.json pipeline are exactly what from_pretrained gives)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    tok = train_bpe(pattern, BPE_VOCAB, specials, seed=seed)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **special_kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        wrapped.save_pretrained(tmp)
+        config_file = Path(tmp) / "tokenizer_config.json"
+        config = json.loads(config_file.read_text())
+        config["tokenizer_class"] = tokenizer_class
+        config_file.write_text(json.dumps(config, indent=2))
+        return AutoTokenizer.from_pretrained(tmp)
+
+
+def _save_qwen2_audio(out: Path, seed: int) -> None:
+    from transformers import (
+        GenerationConfig,
+        Qwen2AudioConfig,
+        Qwen2AudioEncoderConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        Qwen2Config,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = _tokenizer(
+        QWEN2_PRETOKENIZE_REGEX, qwen2_audio.SPECIAL_TOKENS, "Qwen2Tokenizer", seed,
+        eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in qwen2_audio.SPECIAL_TOKENS}
+    text_config = Qwen2Config(
+        vocab_size=_padded_vocab(len(tokenizer)), max_position_embeddings=8192, rope_theta=10000.0,
+        tie_word_embeddings=False, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"], **TEXT,
+    )
+    audio_config = Qwen2AudioEncoderConfig(
+        num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64,
+        max_source_positions=QWEN_TINY_SECONDS * 50,
+    )
+    config = Qwen2AudioConfig(audio_config=audio_config, text_config=text_config, audio_token_index=ids["<|AUDIO|>"])
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    model.save_pretrained(out)
+    feature_extractor = WhisperFeatureExtractor(
+        feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=QWEN_TINY_SECONDS, n_fft=400,
+        padding_value=0.0, return_attention_mask=True,
+    )
+    processor = Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer,
+                                    chat_template=qwen2_audio.CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+
+
+def _save_phi4_mm(out: Path, seed: int) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import GenerationConfig, Phi4MultimodalConfig, Phi4MultimodalFeatureExtractor
+    from transformers.models.phi4_multimodal.modeling_phi4_multimodal import Phi4MultimodalForCausalLM
+
+    specials = sorted(phi4_mm.SPECIAL_TOKEN_OFFSETS, key=phi4_mm.SPECIAL_TOKEN_OFFSETS.get)
+    tokenizer = _tokenizer(
+        O200K_PRETOKENIZE_REGEX, specials, "GPT2Tokenizer", seed,
+        bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+        extra_special_tokens={"audio_token": phi4_mm.AUDIO_TOKEN, "image_token": phi4_mm.IMAGE_TOKEN},
+    )
+    tokenizer.chat_template = phi4_mm.CHAT_TEMPLATE
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    head_dim = TEXT["hidden_size"] // TEXT["num_attention_heads"]
+    rotary_half = int(head_dim * 0.75) // 2
+    config = Phi4MultimodalConfig(
+        vocab_size=_padded_vocab(len(tokenizer)),
+        max_position_embeddings=131072,
+        original_max_position_embeddings=4096,
+        rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+            "short_factor": [1.0] * rotary_half, "long_factor": [1.0] * rotary_half,
+        },
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|endoftext|>"], ids[phi4_mm.END_OF_TURN]],
+        audio_config=dict(
+            hidden_size=64, intermediate_size=128, num_blocks=2, num_attention_heads=4, ext_pw_out_channel=64,
+            depthwise_separable_out_channel=64, nemo_conv_channels=32, audio_token_id=ids[phi4_mm.AUDIO_TOKEN],
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_token_id=ids[phi4_mm.IMAGE_TOKEN],
+        ),
+        **TEXT,
+    )
+    model = Phi4MultimodalForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids[phi4_mm.END_OF_TURN], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    Phi4MultimodalFeatureExtractor().save_pretrained(out)
+    # The checkpoint's own speech LoRA, random here (both matrices, so it is not a no-op).
+    targets = rf"^{phi4_mm.LORA_LAYERS_PREFIX}\.\d+\..*\.({'|'.join(phi4_mm.LORA_TARGET_MODULES)})$"
+    torch.manual_seed(seed + 1)
+    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
+                                            init_lora_weights=False))
+    for name, p in lora.named_parameters():  # keep the random LoRA small next to the base weights
+        if "lora_" in name:
+            p.data.mul_(0.1)
+    lora.save_pretrained(out / phi4_mm.SPEECH_LORA_SUBFOLDER)
+
+
+SAVERS = {"qwen2-audio": _save_qwen2_audio, "phi4-mm": _save_phi4_mm}
+
+
+def save_tiny_model(out: str | Path, arch: str, seed: int = 0) -> Path:
+    """Write a tiny random ``arch`` model + tokenizer + feature extractor (+ processor) to ``out``;
+    ``load_backbone(out)`` loads it offline. Returns ``out``."""
+    import torch
+
+    check_arch(arch)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    SAVERS[arch](out, seed)
+    marker = {
+        "arch": arch,
+        "seed": seed,
+        "random_weights": True,
+        "note": "Tiny randomly initialised model of the exact architecture, for tests and demos only "
+        "(lmm_apa.models.tiny). Its outputs mean nothing until fine-tuned.",
+        "real_checkpoint": ARCHS[arch].HUB_ID,
+    }
+    (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    (out / "README.md").write_text(
+        f"# Tiny random {arch} model\n\n{marker['note']}\n\nSame architecture and processor classes as "
+        f"`{marker['real_checkpoint']}`; tokenizer trained locally with the real special tokens and chat template.\n"
+    )
+    return out

@@ -1,0 +1,65 @@
+"""Match what a model wrote to the reference by content, not by position.
+
+Why: a model that drops or doubles one word must not shift every later word's scores onto the
+wrong word. ``align`` pairs reference items with output items in three passes:
+
+1. the longest order-preserving matches (``difflib.SequenceMatcher``, the same LCS the stdlib
+   uses for diffs) — handles dropped, doubled and inserted items;
+2. items left over on both sides with the *same* key, in order — handles moved (reordered) items;
+3. left-over items whose keys are *similar* (``SequenceMatcher.ratio() >= min_ratio``), best
+   first — handles misspelt words or a wrong stress digit on a phone ("IY1" for "IY0").
+
+Items paired nowhere stay unpaired: the parser reports reference items as missing and output
+items as extra, instead of guessing.
+"""
+
+from __future__ import annotations
+
+from difflib import SequenceMatcher
+from typing import Sequence
+
+
+def normalise_word(word: str) -> str:
+    """Case- and punctuation-insensitive form used to compare words ("Bear," == "BEAR")."""
+    return "".join(ch for ch in word.upper() if ch.isalnum() or ch == "'").strip("'")
+
+
+def align(ref: Sequence[str], hyp: Sequence[str], min_ratio: float = 0.6) -> list[tuple[int, int]]:
+    """Pairs ``(ref_index, hyp_index)``, each index used at most once, sorted by ``ref_index``."""
+    ref, hyp = list(ref), list(hyp)
+    pairs: dict[int, int] = {}
+    used_hyp: set[int] = set()
+
+    matcher = SequenceMatcher(a=ref, b=hyp, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            pairs[block.a + k] = block.b + k
+            used_hyp.add(block.b + k)
+
+    # pass 2: equal keys among the leftovers, in order
+    for i, r in enumerate(ref):
+        if i in pairs:
+            continue
+        for j, h in enumerate(hyp):
+            if j not in used_hyp and h == r:
+                pairs[i] = j
+                used_hyp.add(j)
+                break
+
+    # pass 3: similar keys among the leftovers, most similar first (ties: nearest in order)
+    candidates = []
+    for i, r in enumerate(ref):
+        if i in pairs:
+            continue
+        for j, h in enumerate(hyp):
+            if j in used_hyp:
+                continue
+            ratio = SequenceMatcher(a=r, b=h, autojunk=False).ratio()
+            if ratio >= min_ratio:
+                candidates.append((-ratio, abs(i - j), i, j))
+    for _, _, i, j in sorted(candidates):
+        if i not in pairs and j not in used_hyp:
+            pairs[i] = j
+            used_hyp.add(j)
+
+    return sorted(pairs.items())

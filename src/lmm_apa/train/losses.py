@@ -1,0 +1,98 @@
+"""The training objectives as pure functions of tensors (TRL style): no model, no trainer, no state.
+
+Why pure: the formulas are the part of a preference method that is easiest to get subtly wrong (a
+sign, where the margin sits, sum vs mean), so they live where a test can compare them with a direct
+computation of the paper's equations. The trainer (``lmm_apa.train.trainer``) only wires them up.
+
+Seed 001 (eq. 1-3):
+
+- ``r(y) = 1/|y| * sum_t log P(y_t | y_<t)``  -- ``sequence_logps(..., average=True)``
+- ``L_SimPO = log(1 + exp(-beta * (r(y+) - r(y-) - gamma)))``  -- ``simpo_loss`` (gamma INSIDE
+  the beta bracket, as the seed writes it; the SimPO paper puts it outside:
+  ``-log sigmoid(beta * (r(y+) - r(y-)) - gamma)``; ``gamma_inside_beta`` picks the placement)
+- ``L = L_SimPO + lambda * L_CE`` (CE on the chosen response)  -- ``simpo_ce_loss``
+
+DPO (Rafailov et al. 2023): ``-log sigmoid(beta * ((pi+ - ref+) - (pi- - ref-)))`` on summed
+log-probabilities -- ``dpo_loss``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = True) -> torch.Tensor:
+    """Log-likelihood of each row's answer tokens: mean per token (seed 001's r(y)) or sum (DPO).
+
+    ``labels`` are aligned with the input ids as transformers' causal LMs expect (the logit at
+    position t predicts the token at t+1); positions marked -100 (prompt, audio, padding) do not
+    count. Only the logits of answer positions go through log_softmax, so memory stays at
+    (answer tokens x vocab) rather than (sequence x vocab). A row with no answer token gives 0.
+    """
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (batch, time)")
+    logits = logits[:, :-1, :]
+    labels = labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    token_logps = torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
+    if mask.any():
+        picked = logits[mask].float().log_softmax(dim=-1)
+        token_logps[mask] = picked.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+    total = token_logps.sum(dim=-1)
+    if not average:
+        return total
+    return total / mask.sum(dim=-1).clamp(min=1)
+
+
+def answer_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over all answer tokens of the batch (token mean): the SFT loss, and L_CE."""
+    return F.cross_entropy(
+        logits[:, :-1, :].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
+def simpo_loss(
+    chosen_r: torch.Tensor,
+    rejected_r: torch.Tensor,
+    beta: float = 0.1,
+    gamma: float = 0.5,
+    gamma_inside_beta: bool = True,
+) -> torch.Tensor:
+    """Per-pair SimPO loss. ``chosen_r`` / ``rejected_r`` are mean token log-likelihoods r(y).
+
+    ``gamma_inside_beta=True``: seed 001 eq. 1, ``log(1 + exp(-beta * (r+ - r- - gamma)))``.
+    ``False``: the SimPO paper, ``log(1 + exp(-(beta * (r+ - r-) - gamma)))``.
+    ``softplus(-z)`` is ``log(1 + exp(-z))`` computed without overflow.
+    """
+    diff = chosen_r - rejected_r
+    z = beta * (diff - gamma) if gamma_inside_beta else beta * diff - gamma
+    return F.softplus(-z)
+
+
+def simpo_ce_loss(
+    chosen_r: torch.Tensor,
+    rejected_r: torch.Tensor,
+    chosen_ce: torch.Tensor,
+    beta: float = 0.1,
+    gamma: float = 0.5,
+    lam: float = 0.1,
+    gamma_inside_beta: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed 001 eq. 3: ``L = mean(L_SimPO) + lambda * L_CE``; returns (total, mean L_SimPO)."""
+    simpo = simpo_loss(chosen_r, rejected_r, beta=beta, gamma=gamma, gamma_inside_beta=gamma_inside_beta).mean()
+    return simpo + lam * chosen_ce, simpo
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
+    """Per-pair DPO loss ``-log sigmoid(beta * ((pi+ - ref+) - (pi- - ref-)))`` on summed log-probs."""
+    z = beta * ((policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps))
+    return F.softplus(-z)

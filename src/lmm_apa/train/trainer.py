@@ -1,0 +1,269 @@
+"""``transformers.Trainer`` subclasses: what our runs need beyond the stock trainer, and nothing else.
+
+- ``APATrainer`` (SFT): the stock loss (the model's own CE over the answer-only labels) plus
+  * length-grouped batches from lengths we estimate without reading audio (``LengthGroupedSampler``),
+  * atomic checkpoints: each checkpoint is written under ``output_dir/.checkpoint-tmp`` and renamed
+    to ``checkpoint-N`` only when complete, so a kill mid-save never leaves a checkpoint that a
+    resume would pick up half-written (transformers 5.23 writes in place).
+- ``PreferenceTrainer``: SimPO + lambda*CE (seed 001 eq. 1-3) or DPO, chosen and rejected rows in one
+  concatenated forward; DPO's reference log-probs come from the same model with the LoRA adapter
+  disabled (no second copy in memory). Loss parts (simpo, ce, margin, reward accuracy) are logged
+  next to the loss.
+
+Callbacks: ``LossLogCallback`` (``loss_log.jsonl`` + ``loss.png`` a user can plot or read) and
+``GracefulStopCallback`` (SIGTERM/SIGINT -> save a checkpoint at the end of the current step and stop,
+so a pre-empted job loses no step; all ranks agree on the stop step).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from lmm_apa.train.losses import answer_token_nll, dpo_loss, sequence_logps, simpo_ce_loss
+
+STAGING_DIR = ".checkpoint-tmp"
+TRAINER_STATE = "trainer_state.json"
+
+
+def find_resume_checkpoint(output_dir: str | Path) -> Optional[str]:
+    """The newest complete ``checkpoint-N`` (its ``trainer_state.json``, written last, is readable
+    JSON); a half-written or foreign directory is ignored."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for d in root.iterdir():
+        name = d.name
+        if not (d.is_dir() and name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and name.split("-", 1)[1].isdigit()):
+            continue
+        try:
+            json.loads((d / TRAINER_STATE).read_text())
+        except (OSError, ValueError):
+            continue
+        found.append((int(name.split("-", 1)[1]), str(d)))
+    return max(found)[1] if found else None
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """``LengthGroupedSampler`` whose shuffle depends only on (seed, epoch): a resumed run, and every
+    rank of a multi-process run, sees exactly the order an uninterrupted single run would."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int = 0):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Trainer at each epoch start
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class APATrainer(Trainer):
+    """SFT trainer (stock loss) with length grouping by precomputed lengths and atomic checkpoints."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(lengths), seed=seed
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        final = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        if self.args.should_save and os.path.isdir(staging_root):
+            shutil.rmtree(staging_root)  # leftovers of a save that was killed
+        self.accelerator.wait_for_everyone()
+        self.args.output_dir = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = run_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            staged = os.path.join(staging_root, os.path.basename(final))
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            self._rotate(run_dir)
+        self.accelerator.wait_for_everyone()
+
+    def _rotate(self, run_dir: str) -> None:
+        limit = self.args.save_total_limit
+        if not limit:
+            return
+        steps = sorted(
+            int(d.split("-", 1)[1]) for d in os.listdir(run_dir)
+            if d.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and d.split("-", 1)[1].isdigit()
+        )
+        for step in steps[:-limit]:
+            shutil.rmtree(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}"), ignore_errors=True)
+
+
+class PreferenceTrainer(APATrainer):
+    """SimPO + lambda*CE or DPO on batches from ``PreferenceCollator`` (rows: n chosen, then n rejected)."""
+
+    loss_is_scaled_for_ga = False  # our loss is a per-batch mean; Trainer divides by grad_accum
+
+    def __init__(self, *args, objective: str = "simpo", beta: float = 0.1, gamma: float = 0.5,
+                 lambda_ce: float = 0.1, gamma_inside_beta: bool = True, **kwargs):
+        if objective not in ("simpo", "dpo"):
+            raise ValueError(f"PreferenceTrainer objective must be 'simpo' or 'dpo', got {objective!r}")
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.beta, self.gamma, self.lambda_ce, self.gamma_inside_beta = beta, gamma, lambda_ce, gamma_inside_beta
+        self._parts: dict[str, list[float]] = defaultdict(list)
+
+    def _reference_logps(self, model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+        peft_model = self.accelerator.unwrap_model(model)
+        if not hasattr(peft_model, "disable_adapter"):
+            raise ValueError("DPO needs a peft (LoRA) model: its reference policy is the model with the adapter disabled")
+        with torch.no_grad(), peft_model.disable_adapter():
+            ref_logits = peft_model(**inputs, use_cache=False).logits
+        return sequence_logps(ref_logits, labels, average=False)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        n = labels.shape[0] // 2
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits
+        if self.objective == "simpo":
+            r = sequence_logps(logits, labels, average=True)
+            ce = answer_token_nll(logits[:n], labels[:n])
+            loss, simpo = simpo_ce_loss(r[:n], r[n:], ce, beta=self.beta, gamma=self.gamma,
+                                        lam=self.lambda_ce, gamma_inside_beta=self.gamma_inside_beta)
+            parts = {"simpo": simpo, "ce": ce, "margin": (r[:n] - r[n:]).mean(),
+                     "reward_accuracy": (r[:n] > r[n:]).float().mean()}
+        else:
+            logps = sequence_logps(logits, labels, average=False)
+            ref = self._reference_logps(model, inputs, labels)
+            losses = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], beta=self.beta)
+            loss = losses.mean()
+            chosen_reward = self.beta * (logps[:n] - ref[:n]).detach()
+            rejected_reward = self.beta * (logps[n:] - ref[n:]).detach()
+            parts = {"dpo": loss, "margin": (chosen_reward - rejected_reward).mean(),
+                     "reward_accuracy": (chosen_reward > rejected_reward).float().mean()}
+        if self.model.training:
+            for k, v in parts.items():
+                self._parts[k].append(float(v.detach().float().cpu()))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._parts:
+            for k, values in self._parts.items():
+                logs[k] = round(sum(values) / len(values), 6)
+            self._parts.clear()
+        super().log(logs, start_time)
+
+
+class LossLogCallback(TrainerCallback):
+    """``loss_log.jsonl``: one JSON line per logging step (step, epoch, loss, lr, grad_norm and the
+    preference parts); ``loss.png`` at the end. On resume, lines past the resumed step are dropped
+    so the log has each step once."""
+
+    def __init__(self, output_dir: str | Path):
+        self.path = Path(output_dir) / "loss_log.jsonl"
+        self.png = Path(output_dir) / "loss.png"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.path.exists():
+            kept = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= state.global_step]
+            self.path.write_text("".join(l + "\n" for l in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        row = {"step": state.global_step, "epoch": round(float(logs.get("epoch", state.epoch or 0)), 4)}
+        for k, v in logs.items():
+            if k == "learning_rate":
+                k = "lr"
+            if isinstance(v, (int, float)) and k not in ("epoch",):
+                row[k] = v
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.path.exists():
+            plot_loss_log(self.path, self.png)
+
+
+def plot_loss_log(path: str | Path, png: str | Path) -> Optional[Path]:
+    """Loss (and preference parts) against step, matplotlib Agg."""
+    rows = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("loss", "simpo", "ce", "dpo"):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=key)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return Path(png)
+
+
+class GracefulStopCallback(TrainerCallback):
+    """SIGTERM / SIGINT: finish the current optimizer step, save a checkpoint, stop. Under several
+    processes the flag is max-reduced every step so every rank stops at the same step (a rank that
+    stopped alone would hang the others in their next all-reduce)."""
+
+    def __init__(self):
+        self.requested = False
+        self.stopped_at: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        flag = self.requested
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        if flag:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
