@@ -13,16 +13,22 @@ PHONES = ["W", "IY0", "K", "AO1", "L", "IH0", "T", "B", "EH1", "R", "DH", "AH0",
 
 
 def make_utt(rng: random.Random, uid: str = "u0", n_words: int | None = None, phones: bool = True,
-             labelled: bool = True) -> Utterance:
+             labelled: bool = True, unique_phones: bool = False) -> Utterance:
     """Distinct words, each with a distinct canonical phone sequence (so a reordering stays
-    identifiable); scores drawn over the whole scale, phone scores on SO762's 0-2 grid."""
-    n = n_words if n_words is not None else rng.randint(1, 8)
+    identifiable); with ``unique_phones`` no phone occurs twice in the utterance (so even a phone
+    that lost its word boundary is identifiable). Scores drawn over the whole scale, phone scores
+    on SO762's 0-2 grid."""
+    n = n_words if n_words is not None else rng.randint(1, 6 if unique_phones else 8)
     texts = rng.sample(VOCAB, n)
     seen: set[tuple[str, ...]] = set()
+    pool = rng.sample(PHONES, len(PHONES))
     words = []
     for text in texts:
         while True:
-            ph = tuple(rng.choice(PHONES) for _ in range(rng.randint(1, 4)))
+            if unique_phones:
+                ph = tuple(pool.pop() for _ in range(rng.randint(1, 3)))
+            else:
+                ph = tuple(rng.choice(PHONES) for _ in range(rng.randint(1, 4)))
             if ph not in seen:
                 seen.add(ph)
                 break

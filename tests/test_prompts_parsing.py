@@ -50,7 +50,8 @@ def _corrupted_full(rng: random.Random, utt) -> tuple[str, dict, dict, set]:
         k, _ = s_vals.pop()
         damaged.add(k)
         out_of_range.pop(k, None)
-    if rng.random() < 0.1:
+    if rng.random() < 0.1 and all(v not in NON_NUMBERS for _, v in s_vals):
+        # (an extra number after a non-number is ambiguous: "x 8 9 9 10 8" may be prose + 5 scores)
         s_vals.append((None, "7"))
 
     # word tokens
@@ -142,9 +143,14 @@ def _corrupted_full(rng: random.Random, utt) -> tuple[str, dict, dict, set]:
 
 
 @settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.randoms(use_true_random=False))
-def test_corrupted_full_answers_never_raise_and_keep_intact_scores(rng):
-    utt = make_utt(rng)
+@given(st.integers(0, 2**32 - 1))
+def test_corrupted_full_answers_never_raise_and_keep_intact_scores(seed):
+    check_corrupted_full(seed)
+
+
+def check_corrupted_full(seed: int) -> None:
+    rng = random.Random(seed)
+    utt = make_utt(rng, unique_phones=True)
     text, intact, out_of_range, damaged = _corrupted_full(rng, utt)
     parsed = get_task("full").parse(text, utt)
     for key, value in intact.items():
@@ -154,14 +160,16 @@ def test_corrupted_full_answers_never_raise_and_keep_intact_scores(rng):
     # nothing damaged is reported as fine unless it was recovered with its true value elsewhere
     for key in damaged:
         assert key in parsed.missing or key in parsed.malformed or key in parsed.out_of_range or key in parsed.values
-    assert parsed.ok == (not damaged) or damaged
+    if not damaged:
+        assert parsed.ok, (text, parsed)
     assert set(parsed.values) | set(parsed.missing) | set(parsed.malformed) | set(parsed.out_of_range) == set(
         s.key for s in get_task("full").template(utt).slots)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.randoms(use_true_random=False))
-def test_corrupted_apa_answers_never_raise(rng):
+@given(st.integers(0, 2**32 - 1))
+def test_corrupted_apa_answers_never_raise(seed):
+    rng = random.Random(seed)
     utt = make_utt(rng, n_words=2)
     task = get_task("apa")
     truth = {k: int(round(v)) for k, v in task.reference_values(utt).items()}

@@ -64,8 +64,8 @@ class SigtermAt(TrainerCallback):
 
 def test_sft_run_writes_a_loadable_adapter_log_and_summary(tiny_qwen2_audio, small_synth, tmp_path):
     out = tmp_path / "run"
-    summary = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=3"))
-    assert summary["global_step"] == 3 and not summary["interrupted"]
+    summary = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=2"))
+    assert summary["global_step"] == 2 and not summary["interrupted"]
     assert summary["examples"] == 8 and summary["tasks"] == ["sentence-accuracy"]
     assert math.isfinite(summary["final_loss"])
     adapter = Path(summary["adapter"])
@@ -74,10 +74,10 @@ def test_sft_run_writes_a_loadable_adapter_log_and_summary(tiny_qwen2_audio, sma
     assert Path(info["base"]) == Path(tiny_qwen2_audio).resolve()
     assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer_config.json").is_file()
     log = _log(out)
-    assert [r["step"] for r in log] == [1, 2, 3]
+    assert [r["step"] for r in log] == [1, 2]
     assert all({"loss", "lr", "epoch"} <= set(r) for r in log)
     assert (out / "loss.png").stat().st_size > 1000
-    assert json.loads((out / "train_summary.json").read_text())["global_step"] == 3
+    assert json.loads((out / "train_summary.json").read_text())["global_step"] == 2
     # LoRA B starts at zero: a trained adapter has moved it, and load_adapter puts it back on a fresh model
     weights = _lora_weights(adapter)
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
@@ -91,25 +91,25 @@ def test_sft_run_writes_a_loadable_adapter_log_and_summary(tiny_qwen2_audio, sma
 
 @pytest.mark.slow
 def test_resume_after_a_crash_loses_no_step_and_ends_where_an_unbroken_run_ends(tiny_qwen2_audio, small_synth, tmp_path):
-    # 8 examples / batch 2 = 4 steps per epoch; 6 steps cross an epoch boundary; checkpoints every 2.
-    common = ["max_steps=6"]
+    # 4 examples / batch 2 = 2 steps per epoch; 4 steps cross an epoch boundary; checkpoints every 2.
+    common = ["max_steps=4", "limit=4"]
     whole = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, tmp_path / "whole", *common))
     broken = tmp_path / "broken"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, broken, *common), callbacks=[CrashAt(5)])
-    assert find_resume_checkpoint(broken).endswith("checkpoint-4")
+        train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, broken, *common), callbacks=[CrashAt(3)])
+    assert find_resume_checkpoint(broken).endswith("checkpoint-2")
     # a checkpoint killed while being written, in the staging area and in place: both ignored
-    (broken / ".checkpoint-tmp" / "checkpoint-6").mkdir(parents=True)
-    (broken / ".checkpoint-tmp" / "checkpoint-6" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
-    (broken / "checkpoint-6").mkdir()
-    (broken / "checkpoint-6" / "trainer_state.json").write_text('{"global_step": 6, "log_hi')
-    assert find_resume_checkpoint(broken).endswith("checkpoint-4")
-    shutil.rmtree(broken / "checkpoint-6")  # (an in-place leftover would be overwritten by the save at step 6)
+    (broken / ".checkpoint-tmp" / "checkpoint-4").mkdir(parents=True)
+    (broken / ".checkpoint-tmp" / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    (broken / "checkpoint-4").mkdir()
+    (broken / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4, "log_hi')
+    assert find_resume_checkpoint(broken).endswith("checkpoint-2")
+    shutil.rmtree(broken / "checkpoint-4")  # (an in-place leftover would be overwritten by the save at step 4)
 
     resumed = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, broken, *common))
-    assert resumed["resumed_from"].endswith("checkpoint-4")
-    assert resumed["global_step"] == 6
-    assert [r["step"] for r in _log(broken)] == [1, 2, 3, 4, 5, 6]
+    assert resumed["resumed_from"].endswith("checkpoint-2")
+    assert resumed["global_step"] == 4
+    assert [r["step"] for r in _log(broken)] == [1, 2, 3, 4]
     whole_log = {r["step"]: r["loss"] for r in _log(tmp_path / "whole")}
     for r in _log(broken):
         assert r["loss"] == pytest.approx(whole_log[r["step"]], rel=1e-4, abs=1e-5)
@@ -123,13 +123,13 @@ def test_resume_after_a_crash_loses_no_step_and_ends_where_an_unbroken_run_ends(
 @pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_the_rerun_finishes(tiny_qwen2_audio, small_synth, tmp_path):
     out = tmp_path / "run"
-    first = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=5", "save_steps=100"),
-                              callbacks=[SigtermAt(3)])
-    assert first["interrupted"] and first["global_step"] == 3 and first["adapter"] is None
-    assert find_resume_checkpoint(out).endswith("checkpoint-3")  # saved at the signal, not at save_steps
-    second = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=5", "save_steps=100"))
-    assert second["resumed_from"].endswith("checkpoint-3") and second["global_step"] == 5
-    assert [r["step"] for r in _log(out)] == [1, 2, 3, 4, 5]
+    first = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=3", "save_steps=100"),
+                              callbacks=[SigtermAt(2)])
+    assert first["interrupted"] and first["global_step"] == 2 and first["adapter"] is None
+    assert find_resume_checkpoint(out).endswith("checkpoint-2")  # saved at the signal, not at save_steps
+    second = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=3", "save_steps=100"))
+    assert second["resumed_from"].endswith("checkpoint-2") and second["global_step"] == 3
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
 
 
@@ -143,8 +143,8 @@ def test_bad_recordings_are_recorded_and_training_goes_on(tiny_qwen2_audio, smal
     broken.write_bytes(b"RIFF not really a wav")  # header check fails up front
     sf.write(str(silent), np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")  # fails when loaded
     out = tmp_path / "run"
-    summary = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, corpus, out, "max_steps=4", "batch_size=1"))
-    assert summary["global_step"] == 4
+    summary = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, corpus, out, "max_steps=2", "batch_size=1"))
+    assert summary["global_step"] == 2
     skipped = [json.loads(l) for l in (out / "skipped.jsonl").read_text().splitlines()]
     reasons = {r["id"]: r["reason"] for r in skipped}
     assert broken.stem in reasons and str(broken) in reasons[broken.stem]
@@ -155,9 +155,9 @@ def test_bad_recordings_are_recorded_and_training_goes_on(tiny_qwen2_audio, smal
 @pytest.mark.slow
 def test_simpo_and_dpo_runs_log_their_parts(tiny_qwen2_audio, small_synth, tmp_path):
     simpo = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, tmp_path / "simpo",
-                                                      "objective=simpo", "max_steps=2"))
+                                                      "objective=simpo", "max_steps=1"))
     rows = _log(tmp_path / "simpo")
-    assert simpo["global_step"] == 2 and {"simpo", "ce", "margin", "reward_accuracy"} <= set(rows[0])
+    assert simpo["global_step"] == 1 and {"simpo", "ce", "margin", "reward_accuracy"} <= set(rows[0])
     # eq. 3 with lambda 0.1: loss = simpo + 0.1 * ce at every logged step (one batch per step)
     for r in rows:
         assert r["loss"] == pytest.approx(r["simpo"] + 0.1 * r["ce"], rel=1e-4)

@@ -318,33 +318,15 @@ def constrained_decode(
 
 
 def answer_terminator_id(backbone) -> int | None:
-    """The token the training target puts right after the answer (end of turn), read from
-    ``build_batch`` itself so decoding and training cannot disagree. Falls back to the EOS id."""
-    import numpy as np
-
-    cached = getattr(backbone, "_lmm_apa_terminator", "unset")
-    if cached != "unset":
-        return cached
-    term = None
-    try:
-        probe = "Sentence Scores: 7"
-        audio = np.zeros(int(backbone.sampling_rate * 0.5), dtype=np.float32)
-        batch = backbone.build_batch([audio], ["probe"], [probe])
-        labels = batch["labels"][0].tolist()
-        answer = [t for t in labels if t != -100]
-        ans_ids = backbone.tokenizer(probe, add_special_tokens=False)["input_ids"]
-        if answer[: len(ans_ids)] == ans_ids and len(answer) > len(ans_ids):
-            term = int(answer[len(ans_ids)])
-    except Exception:
-        term = None
-    if term is None:
-        eos = getattr(backbone.tokenizer, "eos_token_id", None)
-        term = int(eos) if eos is not None else None
-    try:
-        backbone._lmm_apa_terminator = term
-    except Exception:
-        pass
-    return term
+    """The token the training target puts right after the answer: ``build_batch`` tokenizes
+    ``answer + backbone.end_of_turn``, a special token, so it is that token's id. Falls back to the
+    tokenizer's EOS for a backbone without an end-of-turn token."""
+    tok = backbone.tokenizer
+    if getattr(backbone, "end_of_turn", ""):
+        ids = tok(backbone.end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            return int(ids[0])
+    return int(tok.eos_token_id) if tok.eos_token_id is not None else None
 
 
 def entropy_bits(probs: Sequence[float]) -> float:

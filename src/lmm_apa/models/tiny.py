@@ -158,6 +158,7 @@ def save_tiny_model(out: str | Path, arch: str, seed: int = 0) -> Path:
     """Write a tiny random ``arch`` model + tokenizer + feature extractor (+ processor) to ``out``;
     ``load_backbone(out)`` loads it offline. Returns ``out``."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     check_arch(arch)
     out = Path(out)
@@ -165,7 +166,13 @@ def save_tiny_model(out: str | Path, arch: str, seed: int = 0) -> Path:
         raise ValueError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    SAVERS[arch](out, seed)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars are noise for a 5 MB model
+    try:
+        SAVERS[arch](out, seed)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     marker = {
         "arch": arch,
         "seed": seed,

@@ -164,7 +164,7 @@ def _parse_sentence_line(text: str, spec: SentenceLine, result: ParseResult) -> 
         result.notes.append(f"no {spec.label!r} line")
         _fallback_sentence(text, keys, result)
         return
-    tokens = [t for t in re.split(r"[\s,;|]+", content) if t.strip(_STRIP)]
+    tokens = [t for t in re.split(r"[\s,;|]+", content) if t]
     numeric = [bool(_NUMBER.match(t.strip(_STRIP))) for t in tokens]
     if sum(numeric) >= len(keys) and tokens and not numeric[0]:
         tokens = tokens[numeric.index(True):]  # prose between the label and the numbers
@@ -253,7 +253,9 @@ def _parse_phone_line(text: str, spec: PhoneLine, phones: Sequence[Sequence[str]
     hyp_keys = [" ".join(p for p, _ in g) for g in groups]
     for wi, gi in align(ref_keys, hyp_keys, min_ratio=0.5):
         ref_ph = [p.upper() for p in phones[wi]]
-        for pj, hk in align(ref_ph, [p for p, _ in groups[gi]]):
+        # exact symbols only here: a near miss ("IH0" for "IY0") waits for the global pass, where
+        # the phone may find its exact match in another word (a lost '-')
+        for pj, hk in align(ref_ph, [p for p, _ in groups[gi]], min_ratio=1.01):
             found[(wi, pj)] = groups[gi][hk][1]
             used.add((gi, hk))
     # what is left (a lost or doubled '-', moved phones): one global pass over the leftovers

@@ -47,11 +47,17 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = T
     return total / mask.sum(dim=-1).clamp(min=1)
 
 
-def answer_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over all answer tokens of the batch (token mean): the SFT loss, and L_CE."""
-    return F.cross_entropy(
-        logits[:, :-1, :].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-    )
+def answer_token_nll(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over all answer tokens of the batch: token mean (the SFT loss, and L_CE) or sum
+    (the trainer divides the sum by the token count of the whole accumulated, all-device batch).
+    Only answer positions are upcast to float32, as in ``sequence_logps``."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    picked = logits[:, :-1, :][mask].float()
+    total = F.cross_entropy(picked, shifted[mask], reduction="sum")
+    return total if reduction == "sum" else total / mask.sum().clamp(min=1)
 
 
 def simpo_loss(

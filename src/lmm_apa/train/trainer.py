@@ -72,7 +72,35 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 
 
 class APATrainer(Trainer):
-    """SFT trainer (stock loss) with length grouping by precomputed lengths and atomic checkpoints."""
+    """SFT trainer: answer-token CE normalised over the whole optimizer step, length grouping by
+    precomputed lengths, atomic checkpoints.
+
+    Why our own ``compute_loss``: transformers' Qwen2-Audio computes a per-micro-batch mean CE yet
+    accepts ``**kwargs``, so the stock Trainer believes the loss is already normalised for gradient
+    accumulation and does not divide it: with grad_accum 8 the logged loss (and the gradient) would
+    be 8x too large, and x world size under DDP. Here the summed token CE is divided by the answer-
+    token count of all micro-batches of the step on all devices (``num_items_in_batch``), the same
+    normalisation for every backbone.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = True  # makes Trainer count answer tokens per optimizer step
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        total = answer_token_nll(outputs.logits, labels, reduction="sum")
+        if num_items_in_batch is None:  # not in a training step: a plain token mean
+            loss = total / labels[:, 1:].ne(-100).sum().clamp(min=1)
+        else:
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.args.world_size  # the count is global; DDP averages the gradients
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

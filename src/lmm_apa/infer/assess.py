@@ -1,0 +1,124 @@
+"""``lmm-apa assess``: one recording and the text the learner read -> scores at every level.
+
+The reference text is turned into words and canonical phones (CMUdict, or ``--phones`` given
+explicitly), which is all the prompt and the answer template need; the recording is then decoded like
+one utterance of a corpus (``predict.assess_utterances``). The native result is organised for a
+front end (sentence scores; each word with its scores and its phones with theirs; expected scores
+beside the argmax ones); ``output_format="azure"`` reshapes it as Azure Pronunciation Assessment.
+
+Scale: every score is on the model's 0-10 scale (phones included; divide a phone score by 5 for
+SO762's 0-2 scale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Audio, Utterance, Word
+
+FORMATS = ("native", "azure")
+
+
+def reference_utterance(text: str, phones=None, uid: str = "recording", audio: Audio | None = None) -> Utterance:
+    """An unlabelled utterance for ``text``: normalised words and their canonical phones
+    (``phones``: explicit groups, words separated by ' - ', override the lexicon)."""
+    from lmm_apa.data.lexicon import phones_for_text
+
+    words, groups = phones_for_text(text, explicit=phones)
+    return Utterance(id=uid, text=" ".join(words), words=[Word(w, list(p)) for w, p in zip(words, groups)],
+                     audio=audio or Audio())
+
+
+def native_result(utt: Utterance, rec: dict, duration_s: float | None = None) -> dict:
+    """Prediction line -> the front-end shape (words with their phones, scores beside each)."""
+    from lmm_apa.prompts.template import key_from_str
+
+    scores = {key_from_str(k): v for k, v in rec.get("scores", {}).items()}
+    expected = {key_from_str(k): v for k, v in rec.get("expected", {}).items()} if "expected" in rec else None
+    out = {
+        "text": utt.text,
+        "task": rec["task"],
+        "decoding": rec.get("decoding"),
+        "output": rec["output"],
+        "parse_ok": rec.get("parse_ok", False),
+        "scale": "0-10 (phones too: divide by 5 for SO762's 0-2 scale)",
+        "duration_s": duration_s,
+        "sentence": {a: scores[("sentence", a, None)] for a in SENTENCE_ASPECTS if ("sentence", a, None) in scores},
+    }
+    if expected is not None:
+        out["sentence_expected"] = {a: expected[("sentence", a, None)] for a in SENTENCE_ASPECTS
+                                    if ("sentence", a, None) in expected}
+    words = []
+    for i, w in enumerate(utt.words):
+        entry = {"index": i, "word": w.text,
+                 "scores": {a: scores[("word", a, i)] for a in WORD_ASPECTS if ("word", a, i) in scores}}
+        if expected is not None:
+            entry["expected"] = {a: expected[("word", a, i)] for a in WORD_ASPECTS if ("word", a, i) in expected}
+        phones = []
+        for j, p in enumerate(w.phones):
+            ph = {"phone": p, "score": scores.get(("phone", "accuracy", (i, j)))}
+            if expected is not None and ("phone", "accuracy", (i, j)) in expected:
+                ph["expected"] = expected[("phone", "accuracy", (i, j))]
+            phones.append(ph)
+        entry["phones"] = phones
+        words.append(entry)
+    out["words"] = words
+    if rec["task"] == "mdd":
+        out["word_transcript"] = rec.get("word_transcript")
+        out["phone_transcript"] = rec.get("phone_transcript")
+    return out
+
+
+def assess_waveform(backbone, waveform: np.ndarray, sampling_rate: int, text: str, task: str = "full",
+                    decoding: str = "constrained", phones=None, output_format: str = "native") -> dict:
+    """Assess an in-memory recording with a loaded backbone (what the server calls). ValueError
+    for unusable audio or text, with the reason."""
+    from lmm_apa.infer.predict import assess_utterances
+    from lmm_apa.prompts.tasks import get_task
+
+    if output_format not in FORMATS:
+        raise ValueError(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}")
+    the_task = get_task(task)
+    audio = Audio(array=np.asarray(waveform, dtype=np.float32), sampling_rate=int(sampling_rate))
+    utt = reference_utterance(text, phones, audio=audio)
+    rec = assess_utterances(backbone, the_task, [utt], decoding)[0]
+    if "error" in rec:
+        raise ValueError(rec["error"])
+    result = native_result(utt, rec, duration_s=len(audio.array) / float(sampling_rate))
+    if output_format == "azure":
+        from lmm_apa.infer.azure import to_azure
+
+        return to_azure(result)
+    return result
+
+
+def assess_recording(
+    audio_path,
+    text: str,
+    model: str | None = None,
+    adapter: str | None = None,
+    task: str = "full",
+    decoding: str = "constrained",
+    output_format: str = "native",
+    phones: str | None = None,
+    device: str | None = None,
+    backbone=None,
+) -> dict:
+    """Assess one recording file (WAV/FLAC...) against ``text``; JSON-able dict. A loaded
+    ``backbone`` may be passed (tests, repeated calls); otherwise ``model``/``adapter`` are loaded."""
+    from lmm_apa.data.audio import load_audio
+
+    if output_format not in FORMATS:
+        raise ValueError(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}")
+    path = Path(audio_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    reference_utterance(text, phones)  # fail on the text before loading a model
+    if backbone is None:
+        from lmm_apa.infer.predict import load_model
+
+        backbone = load_model(model, adapter, device)
+    wave = load_audio(Audio(path=str(path)), target_sr=backbone.sampling_rate, max_seconds=backbone.max_audio_seconds)
+    return assess_waveform(backbone, wave, backbone.sampling_rate, text, task, decoding, phones, output_format)
