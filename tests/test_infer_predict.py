@@ -154,7 +154,8 @@ def test_predict_error_lines_resume_and_both_decodings(qwen, manifest, tmp_path)
     s3 = predict_corpus(manifest, backbone=qwen, task="sentence-accuracy", out=out_free, decoding="free", batch_size=8,
                         limit=3, progress=False)
     free = _lines(out_free)
-    assert len(free) == 3 and all(x["decoding"] == "free" and "expected" not in x for x in free)
+    assert [x["id"] for x in free] == ["u0", "u1", "broken"] and "error" in free[2]
+    assert all(x["decoding"] == "free" and "expected" not in x for x in free[:2])
     assert s3["written"] == 3
 
 

@@ -91,8 +91,9 @@ def test_sft_run_writes_a_loadable_adapter_log_and_summary(tiny_qwen2_audio, sma
 
 @pytest.mark.slow
 def test_resume_after_a_crash_loses_no_step_and_ends_where_an_unbroken_run_ends(tiny_qwen2_audio, small_synth, tmp_path):
-    # 4 examples / batch 2 = 2 steps per epoch; 4 steps cross an epoch boundary; checkpoints every 2.
-    common = ["max_steps=4", "limit=4"]
+    # 6 examples / batch 2 = 3 steps per epoch: the resume at step 2 starts mid-epoch (skipping
+    # batches already seen) and step 4 crosses into epoch 1; checkpoints every 2.
+    common = ["max_steps=4", "limit=6"]
     whole = train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, small_synth, tmp_path / "whole", *common))
     broken = tmp_path / "broken"
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -193,3 +194,23 @@ def test_a_corpus_without_the_needed_labels_is_a_clear_error(tiny_qwen2_audio, t
         pytest.skip("speechocean762-mini not present")
     with pytest.raises(ValueError, match="no trainable examples.*lack the labels"):
         train_from_config("tiny_demo", _overrides(tiny_qwen2_audio, mini.resolve(), tmp_path / "x"))
+
+
+def test_cli_train_runs_a_config_with_overrides_and_reports_bad_keys(tiny_qwen2_audio, small_synth, tmp_path):
+    from typer.testing import CliRunner
+
+    from lmm_apa.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["train", "tiny_demo"]
+    for o in _overrides(tiny_qwen2_audio, small_synth, out, "max_steps=1"):
+        args += ["--set", o]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["global_step"] == 1 and Path(summary["adapter"]).is_dir()
+    bad = runner.invoke(app, ["train", "tiny_demo", "--set", "lora.rnk=4"])
+    assert bad.exit_code == 2 and "lora.rnk" in bad.output
+    missing = runner.invoke(app, ["train", "no_such_config"])
+    assert missing.exit_code == 2 and "seed001_ft" in missing.output

@@ -87,7 +87,7 @@ def train(
 @app.command("predict")
 def predict(
     source: Path = typer.Argument(..., help="corpus to assess (any format `data stats` reads)"),
-    model: str = typer.Option(..., "--model", help="hub id or local path of the backbone"),
+    model: Optional[str] = typer.Option(None, "--model", help="hub id or local path of the backbone (default: the base the adapter records)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="trained adapter folder (omit for zero-shot)"),
     task: str = typer.Option("full", "--task"),
     out: Path = typer.Option(..., "--out", help="predictions JSONL (resumed if it exists)"),

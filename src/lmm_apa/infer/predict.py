@@ -46,7 +46,10 @@ def load_model(model: str | None, adapter: str | None = None, device: str | None
         raise FileNotFoundError(f"adapter folder not found: {adapter}")
     if model is None and adapter is not None:
         model = adapter_base(adapter)
-    backbone = load_backbone(model, device=device, dtype=dtype)
+    try:
+        backbone = load_backbone(model, device=device, dtype=dtype)
+    except OSError as e:  # not found locally and not reachable on the hub
+        raise ValueError(f"cannot load model {model or 'Qwen/Qwen2-Audio-7B-Instruct (default)'}: {e}") from e
     if adapter is not None:
         from lmm_apa.models.adapters import load_adapter
 

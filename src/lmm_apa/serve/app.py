@@ -11,7 +11,7 @@ The backbone is loaded once, lazily on the first request (so the page answers at
 behind a lock: one model, one device.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
 
 import asyncio
 import threading

@@ -48,6 +48,11 @@ def resolve_arch(source: str | Path, arch: str | None = None) -> str:
         from transformers import AutoConfig
 
         model_type = AutoConfig.from_pretrained(str(source)).model_type
+    if model_type == "phi4mm":
+        raise ValueError(
+            f"{source}: this is the trust_remote_code revision of Phi-4-multimodal (model_type 'phi4mm'); "
+            "use the transformers-native revision (model_type 'phi4_multimodal')"
+        )
     if model_type not in MODEL_TYPES:
         raise ValueError(
             f"{source}: model_type {model_type!r} is not a supported backbone ({', '.join(MODEL_TYPES)})"

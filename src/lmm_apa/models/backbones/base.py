@@ -12,6 +12,15 @@ in ``lmm_apa.models.backbones``) answers four questions explicitly:
 ``targets`` (labels are the answer tokens only; prompt, audio and padding positions are -100);
 inference calls it without (left padding, so generation and template-constrained decoding can append
 tokens to every row). Everything else (trainer, decoders, service) is backbone-agnostic.
+
+``build_batch`` itself is shared (below); a backbone module subclasses ``Backbone`` with two small
+methods: ``prompt_text`` (its chat template around one audio placeholder) and ``audio_inputs`` (its
+feature extractor, and how many placeholder tokens each clip becomes).
+
+Notes for callers: generation should stop on ``eos_token_ids`` (end of turn + eos) and pad with
+``pad_token_id``. Left padding shifts a row's positions by a constant; both backbones use rotary
+positions, so attention scores are unchanged and batched generation equals unbatched generation
+(tested). ``model`` may be a peft wrapper: ``lmm_apa.models.adapters.base_model`` unwraps it.
 """
 
 from __future__ import annotations

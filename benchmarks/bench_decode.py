@@ -1,0 +1,143 @@
+"""Decoding benchmark: template-constrained vs free generation, batch 16 vs batch 1.
+
+What it measures, over the same utterances (the synthetic corpus by default):
+- forward passes ("decode steps", prefill included), counted by a hook on the model;
+- wall time;
+- for free generation, the parse rate, and whether the scores equal the constrained argmax where
+  both parse;
+- "free (template answer)": free greedy generation forced, token by token, to emit exactly the
+  constrained answer + end of turn (``prefix_allowed_tokens_fn``). Each step is a full forward, so
+  this is the cost free decoding would have on a model that answers in the template; an untrained
+  tiny model never stops on its own and runs to the token budget, which flatters constrained
+  decoding, so both free rows are reported.
+
+Usage (CPU, tiny random model built on the fly):
+    python benchmarks/bench_decode.py --utterances 200 --batch1-utterances 32
+A full-size model on a GPU:
+    python benchmarks/bench_decode.py --model Qwen/Qwen2-Audio-7B-Instruct --device cuda --utterances 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: dict | None = None) -> dict:
+    import torch
+
+    from lmm_apa.infer.constrained import count_forwards
+    from lmm_apa.infer.generate import decode_batch, model_device, to_device
+    from lmm_apa.infer.predict import prepare, record
+
+    recs, t0 = [], time.perf_counter()
+    with count_forwards(backbone.model) as n:
+        for i in range(0, len(utts), batch_size):
+            chunk = [prepare(backbone, task, u) for u in utts[i : i + batch_size]]
+            if forced_answers is None:
+                decoded = decode_batch(backbone, [p.audio for p in chunk], [p.prompt for p in chunk],
+                                       [p.template for p in chunk], decoding)
+                recs += [record(p.utt, task, d) for p, d in zip(chunk, decoded)]
+                continue
+            # free greedy generation constrained to one known answer per row (the cost of free decoding
+            # on a template-following model)
+            term = backbone.tokenizer.convert_tokens_to_ids(backbone.end_of_turn)
+            targets = [backbone.tokenizer(forced_answers[p.utt.id], add_special_tokens=False)["input_ids"] + [term]
+                       for p in chunk]
+            batch = to_device(backbone.build_batch([p.audio for p in chunk], [p.prompt for p in chunk]), model_device(backbone.model))
+            start = batch["input_ids"].shape[1]
+
+            def allowed(row, ids, targets=targets, start=start):
+                k = ids.shape[0] - start
+                return [targets[row][k]] if k < len(targets[row]) else [backbone.pad_token_id]
+
+            with torch.no_grad():
+                backbone.model.generate(**batch, max_new_tokens=max(map(len, targets)), do_sample=False,
+                                        prefix_allowed_tokens_fn=allowed, eos_token_id=backbone.eos_token_ids,
+                                        pad_token_id=backbone.pad_token_id)
+    return {"records": recs, "forward_passes": n[0], "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="backbone id/path (default: a tiny random Qwen2-Audio built here)")
+    ap.add_argument("--adapter", default=None)
+    ap.add_argument("--corpus", default=None, help="corpus to read (default: a synthetic corpus written here)")
+    ap.add_argument("--utterances", type=int, default=200)
+    ap.add_argument("--batch1-utterances", type=int, default=None, help="run batch 1 on the first N only (time)")
+    ap.add_argument("--task", default="full")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the figures here too")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from lmm_apa.data.corpus import load_corpus
+    from lmm_apa.infer.predict import load_model
+    from lmm_apa.prompts.tasks import get_task
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_decode_"))
+    model = args.model
+    if model is None:
+        from lmm_apa.models.tiny import save_tiny_model
+
+        model = str(save_tiny_model(tmp / "tiny-qwen2-audio", arch="qwen2-audio", seed=0))
+    corpus = args.corpus
+    if corpus is None:
+        from lmm_apa.data.synth import write_synthetic_corpus
+
+        corpus = tmp / "synth"
+        write_synthetic_corpus(corpus, n_utterances=args.utterances, seed=0, test_fraction=0.0)
+    utts = load_corpus(corpus).utterances[: args.utterances]
+    backbone = load_model(model, args.adapter, args.device)
+    task = get_task(args.task)
+    n1 = args.batch1_utterances or len(utts)
+
+    rows = {}
+    rows["constrained b16"] = run(backbone, task, utts, "constrained", 16)
+    rows["free b16"] = run(backbone, task, utts, "free", 16)
+    answers = {r["id"]: r["output"] for r in rows["constrained b16"]["records"]}
+    rows["free (template answer) b16"] = run(backbone, task, utts, "free", 16, forced_answers=answers)
+    rows["constrained b1"] = run(backbone, task, utts[:n1], "constrained", 1)
+    rows["free (template answer) b1"] = run(backbone, task, utts[:n1], "free", 1, forced_answers=answers)
+
+    cons = {r["id"]: r for r in rows["constrained b16"]["records"]}
+    free = rows["free b16"]["records"]
+    both = [r for r in free if r["parse_ok"]]
+    same = sum(r["scores"] == cons[r["id"]]["scores"] for r in both)
+    out = {
+        "model": args.model or "tiny random Qwen2-Audio (lmm_apa.models.tiny)", "task": task.name,
+        "utterances": len(utts), "batch1_utterances": n1,
+        "rows": {k: {"forward_passes": v["forward_passes"], "seconds": round(v["seconds"], 2),
+                     "utterances": n1 if k.endswith("b1") else len(utts)} for k, v in rows.items()},
+        "constrained_parse_rate": sum(r["parse_ok"] for r in rows["constrained b16"]["records"]) / len(utts),
+        "free_parse_rate": len(both) / len(utts),
+        "free_scores_equal_constrained_where_both_parse": f"{same}/{len(both)}",
+    }
+    r = out["rows"]
+    out["ratios"] = {
+        "steps free/constrained (b16)": round(r["free b16"]["forward_passes"] / r["constrained b16"]["forward_passes"], 2),
+        "time free/constrained (b16)": round(r["free b16"]["seconds"] / r["constrained b16"]["seconds"], 2),
+        "steps free-template/constrained (b16)": round(r["free (template answer) b16"]["forward_passes"] / r["constrained b16"]["forward_passes"], 2),
+        "time free-template/constrained (b16)": round(r["free (template answer) b16"]["seconds"] / r["constrained b16"]["seconds"], 2),
+        "time b1/b16 constrained (per utterance)": round((r["constrained b1"]["seconds"] / n1) / (r["constrained b16"]["seconds"] / len(utts)), 2),
+        "time b1/b16 free-template (per utterance)": round((r["free (template answer) b1"]["seconds"] / n1) / (r["free (template answer) b16"]["seconds"] / len(utts)), 2),
+    }
+    print(f"{'run':32} {'utts':>5} {'forward passes':>15} {'seconds':>9} {'s/utt':>7}")
+    for k, v in r.items():
+        print(f"{k:32} {v['utterances']:>5} {v['forward_passes']:>15} {v['seconds']:>9.1f} {v['seconds'] / v['utterances']:>7.3f}")
+    print(json.dumps({k: out[k] for k in ("constrained_parse_rate", "free_parse_rate", "free_scores_equal_constrained_where_both_parse", "ratios")}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
