@@ -101,6 +101,8 @@ def main() -> None:
     task = get_task(args.task)
     n1 = args.batch1_utterances or len(utts)
 
+    run(backbone, task, utts[:2], "constrained", 2)  # warm-up (first-call costs), not timed
+    run(backbone, task, utts[:2], "free", 2)
     rows = {}
     rows["constrained b16"] = run(backbone, task, utts, "constrained", 16)
     rows["free b16"] = run(backbone, task, utts, "free", 16)

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from lmm_apa.prompts.template import Slot, Template, format_score
@@ -222,15 +223,17 @@ def constrained_decode(
         segs, trailing = template_segments(t)
         rows.append(_Row(segs, trailing))
     prefill = dict(prefill)
-    attn2d = prefill["attention_mask"].bool()
-    device = attn2d.device
-    position_ids = (attn2d.long().cumsum(-1) - 1).masked_fill(~attn2d, 0)
+    attn_t = prefill["attention_mask"].bool()
+    device = attn_t.device
+    position_ids = (attn_t.long().cumsum(-1) - 1).masked_fill(~attn_t, 0)
     out = model(**prefill, position_ids=position_ids, use_cache=True)
     cache = out.past_key_values
     dtype = out.logits.dtype
     neg = torch.finfo(dtype if dtype.is_floating_point else torch.float32).min
-    last_lp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # left padding: last column is real
-    next_pos = attn2d.long().sum(-1)  # next position id per row
+    # log-probabilities after each row's last real token (left padding: the last column is real)
+    last_lp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    attn2d = attn_t.cpu().numpy()  # which cache positions are real, per row (grows with each chunk)
+    next_pos = attn2d.sum(-1).astype(np.int64)  # next position id per row
     del out
 
     while not all(r.done for r in rows):
@@ -249,55 +252,70 @@ def constrained_decode(
         T = max((len(p[1]) for p in plans if p), default=0)
         Q = F + T
         past = attn2d.shape[1]
-        ids = torch.full((B, Q), pad_id, dtype=torch.long, device=device)
-        pos = torch.zeros((B, Q), dtype=torch.long, device=device)
-        allowed = torch.zeros((B, Q, past + Q), dtype=torch.bool, device=device)
-        allowed[:, torch.arange(Q), past + torch.arange(Q)] = True  # padding queries see themselves (no NaN)
-        feed_real = torch.zeros((B, F), dtype=torch.bool, device=device)
+        # the chunk: [known tokens | candidate tree], built on the CPU with numpy (cheap), one mask
+        ids = np.full((B, Q), pad_id, dtype=np.int64)
+        pos = np.zeros((B, Q), dtype=np.int64)
+        allowed = np.zeros((B, Q, past + Q), dtype=bool)
+        allowed[:, np.arange(Q), past + np.arange(Q)] = True  # padding queries see themselves (no NaN)
+        feed_real = np.zeros((B, F), dtype=bool)
         for b, p in enumerate(plans):
             if p is None:
                 continue
             cand, nodes, _ = p
             f = len(cand.feed)
             base = int(next_pos[b])
+            allowed[b, : f, :past] = attn2d[b]
             if f:
-                ids[b, :f] = torch.tensor(cand.feed, device=device)
-                pos[b, :f] = base + torch.arange(f, device=device)
+                ids[b, :f] = cand.feed
+                pos[b, :f] = base + np.arange(f)
                 feed_real[b, :f] = True
-                allowed[b, :f, :past] = attn2d[b]
-                allowed[b, :f, past : past + f] = torch.tril(torch.ones(f, f, dtype=torch.bool, device=device))
-            for n, (tok, parent, depth) in enumerate(nodes):
-                q = F + n
-                ids[b, q] = tok
-                pos[b, q] = base + f + depth - 1
-                allowed[b, q, :past] = attn2d[b]
-                allowed[b, q, past : past + f] = True
-                a = n
-                while a != -1:  # itself and its ancestors
-                    allowed[b, q, past + F + a] = True
-                    a = nodes[a][1]
+                allowed[b, :f, past : past + f] = np.tril(np.ones((f, f), dtype=bool))
+            if nodes:
+                n = len(nodes)
+                ids[b, F : F + n] = [tok for tok, _, _ in nodes]
+                pos[b, F : F + n] = [base + f + depth - 1 for _, _, depth in nodes]
+                allowed[b, F : F + n, :past] = attn2d[b]
+                allowed[b, F : F + n, past : past + f] = True
+                for i, (_, parent, _) in enumerate(nodes):  # itself (set above) and its ancestors
+                    a = parent
+                    while a != -1:
+                        allowed[b, F + i, past + F + a] = True
+                        a = nodes[a][1]
         mask = torch.zeros((B, 1, Q, past + Q), dtype=dtype, device=device)
-        mask.masked_fill_(~allowed[:, None], neg)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        mask.masked_fill_(~torch.from_numpy(allowed).to(device)[:, None], neg)
+        out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
+                    position_ids=torch.from_numpy(pos).to(device), past_key_values=cache, use_cache=True)
         cache = out.past_key_values
-        logits = out.logits
+        # one log-softmax over every position a probability is read from
+        rows_idx, q_idx = [], []
+        for b, p in enumerate(plans):
+            if p is None:
+                continue
+            f = len(p[0].feed)
+            if f:
+                rows_idx.append(b)
+                q_idx.append(f - 1)
+            rows_idx += [b] * len(p[1])
+            q_idx += list(range(F, F + len(p[1])))
+        sel = torch.log_softmax(out.logits[rows_idx, q_idx].float(), dim=-1) if rows_idx else None
+        k = 0
         for b, p in enumerate(plans):
             if p is None:
                 continue
             cand, nodes, predictors = p
             r = rows[b]
-            f = len(cand.feed)
-            if f:
-                last_lp[b] = torch.log_softmax(logits[b, f - 1].float(), dim=-1)
-            node_lp = torch.log_softmax(logits[b, F : F + len(nodes)].float(), dim=-1) if nodes else None
+            if len(cand.feed):
+                last_lp[b] = sel[k]
+                k += 1
+            node_lp = sel[k : k + len(nodes)]
+            k += len(nodes)
             scores = []
             for seq, pred in zip(cand.seqs, predictors):
-                s = last_lp[b, seq[0]]
+                s_ = last_lp[b, seq[0]]
                 for tok, node in zip(seq[1:], pred):
-                    s = s + node_lp[node, tok]
-                scores.append(s)
-            logp = torch.stack(scores)
-            probs = torch.softmax(logp, dim=0).tolist()
+                    s_ = s_ + node_lp[node, tok]
+                scores.append(s_)
+            probs = torch.softmax(torch.stack(scores).double(), dim=0).tolist()
             literal, slot = r.segments[r.k]
             best = max(range(len(probs)), key=lambda i: probs[i])
             r.result.values[slot.key] = int(slot.choices[best])
@@ -307,9 +325,9 @@ def constrained_decode(
             r.committed = cand.committed_after
             r.k += 1
         _cache_drop_last(cache, T)
-        attn2d = torch.cat([attn2d, feed_real], dim=1)
-        next_pos = next_pos + feed_real.long().sum(-1)
-        del out, logits
+        attn2d = np.concatenate([attn2d, feed_real], axis=1)
+        next_pos = next_pos + feed_real.sum(-1)
+        del out, sel
 
     for r in rows:
         r.result.text = r.text + r.trailing

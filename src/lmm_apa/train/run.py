@@ -139,17 +139,20 @@ def _save_adapter(trainer, backbone, cfg: TrainConfig, out: Path) -> Path:
 def build_trainer(cfg: TrainConfig, backbone, dataset, callbacks: Sequence = ()):
     """The Trainer for ``cfg.objective``: stock SFT or the preference subclass."""
     from lmm_apa.train.collator import PreferenceCollator, SFTCollator
-    from lmm_apa.train.trainer import APATrainer, PreferenceTrainer
+    from lmm_apa.train.trainer import APATrainer, PreferenceTrainer, use_stderr_progress
 
     device = _device(cfg)
     args = _training_arguments(cfg, device, _use_bf16(cfg, device))
     common = dict(model=backbone.model, args=args, train_dataset=dataset, callbacks=list(callbacks))
     if cfg.objective == "sft":
-        return APATrainer(data_collator=SFTCollator(backbone), **common)
-    return PreferenceTrainer(
-        data_collator=PreferenceCollator(backbone), objective=cfg.objective, beta=cfg.beta, gamma=cfg.gamma,
-        lambda_ce=cfg.lambda_ce, gamma_inside_beta=cfg.gamma_inside_beta, **common,
-    )
+        trainer = APATrainer(data_collator=SFTCollator(backbone), **common)
+    else:
+        trainer = PreferenceTrainer(
+            data_collator=PreferenceCollator(backbone), objective=cfg.objective, beta=cfg.beta, gamma=cfg.gamma,
+            lambda_ce=cfg.lambda_ce, gamma_inside_beta=cfg.gamma_inside_beta, **common,
+        )
+    use_stderr_progress(trainer)
+    return trainer
 
 
 def prepare_backbone(cfg: TrainConfig):

@@ -21,12 +21,14 @@ import json
 import os
 import shutil
 import signal
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -257,6 +259,21 @@ def plot_loss_log(path: str | Path, png: str | Path) -> Optional[Path]:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return Path(png)
+
+
+class StderrProgressCallback(ProgressCallback):
+    """Trainer's tqdm bar, with its log lines on stderr too: stdout stays the command's JSON result."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items() if k != "total_flos"}
+            self.training_bar.write(str(shown), file=sys.stderr)
+
+
+def use_stderr_progress(trainer: Trainer) -> None:
+    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StderrProgressCallback)
 
 
 class GracefulStopCallback(TrainerCallback):

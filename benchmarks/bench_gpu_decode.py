@@ -1,0 +1,209 @@
+"""Decoding cost at full size (issue 5): throughput over an SO762-sized test set and single-utterance
+latency, template-constrained vs free decoding, on a random-weight full-size backbone.
+
+    python benchmarks/bench_gpu_decode.py --arch qwen2-audio --utterances 500 --batch-size 16 --steps 5
+    python benchmarks/bench_gpu_decode.py --device cpu --scale 0.01 --utterances 4 --batch-size 2 --steps 1   # smoke
+
+Goals (issue 5): the 2,500-utterance SO762 test set in under 2 minutes, one utterance in under
+300 ms, with the ``full`` task (sentence + word + phone scores).
+
+What runs is our code: ``lmm_apa.infer.predict.assess_utterances`` (what ``lmm-apa predict`` runs per
+batch: audio, prompt and template of each utterance, ``decode_batch``, parsing into a prediction
+record) on the project's ``Backbone`` built by ``benchmarks/full_size.py``.
+
+- Throughput: ``--utterances`` utterances with SO762's duration distribution (log-normal, median
+  3.5 s, mean 4.0 s, max 20.4 s; words at SO762's 1.67 per second), in batches of
+  ``--batch-size`` in corpus order (as ``predict`` does; ``--sort-by-length`` groups similar
+  lengths), after one untimed warm-up batch. The 2,500-utterance figure is projected from the
+  measured rate. Free decoding runs on ``--free-utterances`` of them (it is the slow path).
+- Latency: one ``--seconds`` utterance, batch 1, median of ``--steps`` runs after one warm-up.
+
+Random weights and free decoding: a random model never emits the end-of-turn token, so free
+generation always runs to its budget (``max_new_tokens_for``: the template's longest rendering x 1.25
++ 8 tokens), slightly more than a trained model generates (the template's length). The figures
+report the tokens generated so this can be read off. Constrained decoding's cost does not depend
+on the weights (one forward per score slot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import full_size as fs  # noqa: E402
+
+SO762_TEST_UTTERANCES = 2500
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    fs.add_common_args(p)
+    p.set_defaults(batch_size=16, steps=5)
+    p.add_argument("--utterances", type=int, default=256, help="utterances timed for throughput (constrained)")
+    p.add_argument("--free-utterances", type=int, default=None, help="utterances timed for free decoding (default: min(64, --utterances))")
+    p.add_argument("--decodings", default="constrained,free", help="comma list of constrained, free")
+    p.add_argument("--sort-by-length", action="store_true")
+    p.add_argument("--task", default="full")
+    args = p.parse_args(argv)
+    args.decodings = [d.strip() for d in args.decodings.split(",") if d.strip()]
+    bad = [d for d in args.decodings if d not in ("constrained", "free")]
+    if bad or not args.decodings:
+        p.error(f"--decodings: use constrained and/or free, got {args.decodings}")
+    if args.utterances < 1 or args.batch_size < 1 or args.steps < 1:
+        p.error("--utterances, --batch-size and --steps must be >= 1")
+    if args.free_utterances is None:
+        args.free_utterances = min(64, args.utterances)
+    return args
+
+
+def run_set(backbone, task, utts, decoding: str, batch_size: int, device: str) -> dict:
+    """Every utterance through ``assess_utterances`` in batches; wall time, records, passes."""
+    from lmm_apa.infer.constrained import count_forwards
+    from lmm_apa.infer.predict import assess_utterances
+
+    records = []
+    fs.sync(device)
+    t0 = time.perf_counter()
+    with count_forwards(backbone.model) as passes:
+        for i in range(0, len(utts), batch_size):
+            records.extend(assess_utterances(backbone, task, utts[i : i + batch_size], decoding))
+    fs.sync(device)
+    seconds = time.perf_counter() - t0
+    errors = [r["error"] for r in records if "error" in r]
+    return {
+        "utterances": len(utts),
+        "seconds": seconds,
+        "utt_per_s": len(utts) / seconds,
+        "forward_passes": passes[0],
+        "parse_ok": sum(1 for r in records if r.get("parse_ok")),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "audio_seconds": float(sum(len(u.audio.array) for u in utts) / 16000),
+    }
+
+
+def latency(backbone, task, utt, decoding: str, repeats: int, device: str) -> dict:
+    from lmm_apa.infer.predict import assess_utterances
+
+    rec = assess_utterances(backbone, task, [utt], decoding)[0]  # warm-up
+    times = []
+    for _ in range(repeats):
+        fs.sync(device)
+        t0 = time.perf_counter()
+        rec = assess_utterances(backbone, task, [utt], decoding)[0]
+        fs.sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats,
+            "error": rec.get("error"), "parse_ok": bool(rec.get("parse_ok")), "output_chars": len(rec.get("output", ""))}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = fs.resolve_device(args.device)
+    if args.qlora:
+        fs.check_qlora(device)
+    import torch
+    import transformers
+
+    from lmm_apa.infer.generate import max_new_tokens_for
+    from lmm_apa.prompts.tasks import get_task
+
+    if device == "cpu":
+        torch.set_num_threads(args.cpu_threads)
+    dtype = args.dtype if device.startswith("cuda") else "fp32"
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lmm-apa-bench-decode-"))
+    t0 = time.perf_counter()
+    if args.qlora:
+        from lmm_apa.models.backbones import load_backbone
+
+        path = fs.save_random_model(args.arch, args.scale, workdir / f"random-{args.arch}", dtype=dtype, device=device,
+                                    seed=args.seed)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        backbone = load_backbone(path, arch=args.arch, dtype="bfloat16", device=device, quantization="4bit")
+    else:
+        backbone = fs.build_backbone(args.arch, args.scale, device, dtype, args.seed, workdir)
+    backbone.model.eval()
+    build_s = time.perf_counter() - t0
+    task = get_task(args.task)
+
+    durations = fs.so762_durations(args.utterances, seed=args.seed)
+    utts = fs.make_utterances(durations, seed=args.seed)
+    if args.sort_by_length:
+        utts.sort(key=lambda u: len(u.audio.array))
+    one = fs.make_utterances([args.seconds], seed=args.seed + 1, words=args.words)[0]
+    template = task.template(one)
+    answer_tokens = len(backbone.tokenizer(task.target(one), add_special_tokens=False)["input_ids"])
+    prompt_tokens = len(backbone.tokenizer(backbone.prompt_text(task.instruction(one)), add_special_tokens=False)["input_ids"])
+
+    fs.reset_peak(device)
+    results: dict = {}
+    for decoding in args.decodings:
+        subset = utts if decoding == "constrained" else utts[: args.free_utterances]
+        run_set(backbone, task, subset[: args.batch_size], decoding, args.batch_size, device)  # warm-up batch
+        tp = run_set(backbone, task, subset, decoding, args.batch_size, device)
+        tp["projected_2500_s"] = SO762_TEST_UTTERANCES / tp["utt_per_s"]
+        results[decoding] = {"throughput": tp, "latency": latency(backbone, task, one, decoding, args.steps, device)}
+    mem = fs.device_memory(device)
+
+    figures = {
+        "bench": "gpu_decode",
+        "arch": args.arch,
+        "task": args.task,
+        "qlora": args.qlora,
+        "scale": args.scale,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "dtype": dtype,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "params_total": fs.count_params(backbone.model),
+        "batch_size": args.batch_size,
+        "sort_by_length": args.sort_by_length,
+        "latency_utterance": {"seconds": args.seconds, "words": len(one.words), "slots": len(template.slots),
+                              "prompt_tokens_text": prompt_tokens, "answer_tokens": answer_tokens,
+                              "free_max_new_tokens": max_new_tokens_for(backbone.tokenizer, template)},
+        "results": results,
+        **mem,
+        "build_s": build_s,
+    }
+    rows = [
+        ("arch / task", f"{args.arch} / {args.task}" + (" (QLoRA 4-bit)" if args.qlora else "")),
+        ("device", f"{figures['device_name']} ({dtype}, scale {args.scale:g})"),
+        ("params", f"{figures['params_total'] / 1e9:.3f} B"),
+        ("latency utterance", f"{args.seconds:g} s, {len(one.words)} words, {len(template.slots)} score slots, "
+                              f"answer {answer_tokens} tokens"),
+    ]
+    for decoding, r in results.items():
+        tp, lat = r["throughput"], r["latency"]
+        rows += [
+            (f"{decoding}: throughput", f"{tp['utt_per_s']:.2f} utt/s over {tp['utterances']} utt (batch {args.batch_size}), "
+                                        f"{tp['forward_passes'] / max(1, tp['utterances'] / args.batch_size):.1f} passes/batch"),
+            (f"{decoding}: 2,500 utterances (projected)", f"{tp['projected_2500_s']:.1f} s (goal < 120 s)"),
+            (f"{decoding}: parse ok / errors", f"{tp['parse_ok']} / {tp['errors']}"),
+            (f"{decoding}: latency 1 utt median", f"{lat['median_s'] * 1000:.0f} ms (goal < 300 ms)"),
+        ]
+    if "peak_allocated_gib" in mem:
+        rows.append(("peak allocated / reserved GiB", f"{mem['peak_allocated_gib']:.2f} / {mem['peak_reserved_gib']:.2f}"))
+    else:
+        rows.append(("peak RSS GiB (process)", mem["peak_rss_gib"]))
+    fs.print_table("GPU decoding benchmark (random full-size weights; see benchmarks/README.md)", rows)
+    line = json.dumps(figures)
+    print(line)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json_out, "a") as f:
+            f.write(line + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

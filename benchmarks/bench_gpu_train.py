@@ -1,0 +1,290 @@
+"""Training cost at full size (issue 4): peak memory, step time, tokens/s and model-FLOPs utilisation
+of the project's own training step on a random-weight full-size backbone.
+
+    python benchmarks/bench_gpu_train.py --arch qwen2-audio --seconds 4 --steps 10 [--gradient-checkpointing] [--qlora]
+    python benchmarks/bench_gpu_train.py --arch phi4-mm --method unfreeze --seconds 20
+    python benchmarks/bench_gpu_train.py --device cpu --scale 0.01 --steps 3      # smoke run, seconds
+
+What runs is our code: the backbone is built by ``benchmarks/full_size.py`` and wrapped in the
+project's ``Backbone``; ``apply_adapter`` puts LoRA (r=8 on every LM linear for Qwen2-Audio, rank 320
+on the speech-LoRA modules for Phi-4) or Unfreeze on it; examples are ``full``-task prompts and
+targets from ``build_examples``; the trainer is ``build_trainer`` (``APATrainer``, AdamW, bf16, batch
+``--batch-size``, no gradient accumulation so every optimizer step is timed). QLoRA writes the random
+model to ``--workdir`` and loads it back through ``load_backbone(..., quantization="4bit")``.
+
+Figures (printed as one table, then one JSON line):
+- step time: wall time between consecutive optimizer steps (data collation included: that is what
+  a user's run pays), median over the timed steps after ``--warmup`` untimed ones;
+- tokens/s: language-model positions (prompt + audio + answer, padding excluded) per second;
+- peak memory: ``torch.cuda.max_memory_allocated`` and ``max_memory_reserved`` over the timed
+  training (weights included), reset after the build and the FLOP count;
+- model FLOPs per step: COUNTED, not estimated: one forward + backward of the first batch under
+  ``torch.utils.flop_counter.FlopCounterMode`` with gradient checkpointing off (so recomputation is
+  not counted: MFU, not HFU). Autograd skips weight gradients of frozen weights, so with LoRA this
+  is ~ 2N (forward) + 2N (activation gradients) per LM token, not 6N; a frozen audio encoder whose
+  input needs no gradient is forward-only (2N per encoder frame; Qwen2-Audio's encoder always
+  runs its whole 30 s / 1,500-frame window); Unfreeze adds the encoder's backward. Attention
+  matmuls are included. MFU = counted FLOPs per step / median step time / ``--peak-tflops``
+  (default 989 = H100 SXM dense bf16; the H200 has the same compute; a dense 8k bf16 matmul reached
+  ~790-800 on these machines, see /work/.library/device/KINDS.md). An analytic cross-check
+  (2N per token per matmul direction, attention left out) is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import full_size as fs  # noqa: E402
+
+H100_BF16_DENSE_TFLOPS = 989.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    fs.add_common_args(p)
+    p.add_argument("--method", choices=("lora", "unfreeze"), default="lora")
+    p.add_argument("--lora-r", type=int, default=None, help="default: 8 (qwen2-audio, seed 001), 320 (phi4-mm speech LoRA)")
+    p.add_argument("--lora-alpha", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
+    p.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)
+    p.add_argument("--no-flop-count", action="store_true", help="skip the counted forward+backward")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        p.error("--steps and --batch-size must be >= 1, --warmup >= 0")
+    return args
+
+
+def _set_checkpointing(model, on: bool) -> None:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if on:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        inner.gradient_checkpointing_disable()
+
+
+def counted_flops(trainer, model, batch, gradient_checkpointing: bool) -> float:
+    """FLOPs of one forward + backward of ``batch`` through the trainer's own loss (see module doc)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if gradient_checkpointing:
+        _set_checkpointing(model, False)
+    try:
+        model.train()
+        with FlopCounterMode(display=False) as counter:
+            with trainer.compute_loss_context_manager():
+                loss = trainer.compute_loss(model, batch)
+            loss.backward()
+        model.zero_grad(set_to_none=True)
+    finally:
+        if gradient_checkpointing:
+            _set_checkpointing(model, True)
+    del loss
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return float(counter.get_total_flops())
+
+
+def analytic_flops(backbone, method: str, lm_tokens: int, audio_frames: int) -> float:
+    """2N per token per matmul direction: forward 2N, activation gradients 2N (LM, always: LoRA sits
+    in every layer), weight gradients 2N only where the weights train; audio path forward-only unless
+    Unfreeze. Attention score/value matmuls left out."""
+    import torch
+
+    model = backbone.model
+    lm, audio = 0, 0
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or "lora_" in name or "vision" in name or "image" in name:
+            continue
+        n = mod.in_features * mod.out_features
+        if any(k in name for k in ("audio_tower", "multi_modal_projector", "audio_embed")):
+            audio += n
+        else:
+            lm += n
+    lm_mult = 4 + (2 if method == "full" else 0)
+    audio_mult = 2 + (4 if method == "unfreeze" else 0)
+    return float(lm_mult * lm * lm_tokens + audio_mult * audio * audio_frames)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = fs.resolve_device(args.device)
+    if args.qlora:
+        fs.check_qlora(device)
+    import torch
+    import transformers
+    from transformers import TrainerCallback
+
+    from lmm_apa.models.adapters import apply_adapter
+    from lmm_apa.train.collator import SFTCollator
+    from lmm_apa.train.config import TrainConfig
+    from lmm_apa.train.dataset import SkipLog, TrainDataset, build_examples, estimate_lengths
+    from lmm_apa.train.run import build_trainer
+
+    if device == "cpu":
+        torch.set_num_threads(args.cpu_threads)
+    dtype = args.dtype if device.startswith("cuda") else "fp32"
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lmm-apa-bench-train-"))
+    t0 = time.perf_counter()
+    if args.qlora:
+        from lmm_apa.models.backbones import load_backbone
+
+        path = fs.save_random_model(args.arch, args.scale, workdir / f"random-{args.arch}", dtype=dtype, device=device,
+                                    seed=args.seed)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        backbone = load_backbone(path, arch=args.arch, dtype="bfloat16", device=device, quantization="4bit")
+    else:
+        backbone = fs.build_backbone(args.arch, args.scale, device, dtype, args.seed, workdir)
+    build_s = time.perf_counter() - t0
+    params_total = fs.count_params(backbone.model)
+
+    lora = dict(fs.DEFAULT_LORA[args.arch])
+    r = args.lora_r or lora["r"]
+    alpha = args.lora_alpha or (lora["alpha"] if args.lora_r is None else 2 * r)
+    apply_adapter(backbone, method=args.method, r=r, alpha=alpha, dropout=0.05,
+                  gradient_checkpointing=args.gradient_checkpointing, quantized=args.qlora)
+    params_trainable = fs.count_params(backbone.model, trainable_only=True)
+
+    n_steps = args.warmup + args.steps
+    utts = fs.make_utterances([args.seconds] * (n_steps * args.batch_size), seed=args.seed, words=args.words)
+    skip = SkipLog(None)
+    examples, counts = build_examples(utts, ["full"], skip)
+    examples = estimate_lengths(examples, backbone.tokenizer, backbone.arch, skip,
+                                max_seconds=backbone.max_audio_seconds)
+    if len(examples) != len(utts):
+        raise SystemExit(f"only {len(examples)} of {len(utts)} benchmark utterances made examples: {counts}")
+    dataset = TrainDataset(examples, backbone.sampling_rate, skip, max_seconds=backbone.max_audio_seconds)
+
+    step_ends: list[float] = []
+    seen_tokens: list[int] = []
+
+    class CountingCollator(SFTCollator):
+        def __call__(self, items):
+            batch = super().__call__(items)
+            seen_tokens.append(int(batch["attention_mask"].sum()))
+            return batch
+
+    class StepTimer(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            fs.sync(device)
+            step_ends.append(time.perf_counter())
+
+        def on_step_end(self, a, state, control, **kw):
+            fs.sync(device)
+            step_ends.append(time.perf_counter())
+            if state.global_step == args.warmup:
+                fs.reset_peak(device)  # the timed steps' peak (weights stay counted: they are allocated)
+            control.should_save = False  # timing only: no checkpoint
+            return control
+
+    cfg = TrainConfig(
+        model=backbone.source, arch=args.arch, method="qlora" if args.qlora else args.method,
+        lora={"r": r, "alpha": alpha, "dropout": 0.05}, tasks=["full"], data={"train": ["<in memory>"]},
+        batch_size=args.batch_size, grad_accum=1, max_steps=n_steps, lr=1e-4, warmup_ratio=0.0,
+        logging_steps=1, save_steps=10**9, save_total_limit=None, output_dir=str(workdir / "run"),
+        gradient_checkpointing=args.gradient_checkpointing, group_by_length=False,
+        bf16=dtype == "bf16", device=device, seed=args.seed, resume=False,
+    )
+    trainer = build_trainer(cfg, backbone, dataset, callbacks=[StepTimer()])
+    trainer.data_collator = CountingCollator(backbone)
+
+    first = SFTCollator(backbone)([dataset[i] for i in range(args.batch_size)])
+    lm_tokens = int(first["attention_mask"].sum())
+    audio_id = backbone.tokenizer.convert_tokens_to_ids(backbone.audio_token)
+    audio_tokens = int((first["input_ids"] == audio_id).sum())
+    answer_tokens = int((first["labels"] != -100).sum())
+    audio_frames = 1500 * args.batch_size if args.arch == "qwen2-audio" else audio_tokens
+    flops = None
+    if not args.no_flop_count:
+        batch = {k: v.to(device) for k, v in first.items()}
+        flops = counted_flops(trainer, backbone.model, batch, args.gradient_checkpointing)
+        del batch
+    analytic = analytic_flops(backbone, args.method, lm_tokens, audio_frames)
+    fs.reset_peak(device)
+
+    t_train = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - t_train
+    mem = fs.device_memory(device)
+
+    intervals = [b - a for a, b in zip(step_ends, step_ends[1:])]
+    timed = intervals[args.warmup:] or intervals
+    step_s = statistics.median(timed)
+    tokens_timed = seen_tokens[args.warmup : args.warmup + len(timed)] or seen_tokens
+    tokens_per_s = sum(tokens_timed) / sum(timed)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    mfu = flops / step_s / (args.peak_tflops * 1e12) if flops else None
+    figures = {
+        "bench": "gpu_train",
+        "arch": args.arch,
+        "method": args.method,
+        "qlora": args.qlora,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "lora_r": r,
+        "scale": args.scale,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "dtype": dtype,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "params_total": params_total,
+        "params_trainable": params_trainable,
+        "seconds_audio": args.seconds,
+        "batch_size": args.batch_size,
+        "lm_tokens_per_step": lm_tokens,
+        "audio_tokens_per_step": audio_tokens,
+        "answer_tokens_per_step": answer_tokens,
+        "steps_timed": len(timed),
+        "step_s_median": step_s,
+        "step_s_mean": statistics.fmean(timed),
+        "tokens_per_s": tokens_per_s,
+        **mem,
+        "model_tflop_per_step_counted": flops / 1e12 if flops else None,
+        "model_tflop_per_step_analytic": analytic / 1e12,
+        "achieved_tflops": flops / step_s / 1e12 if flops else None,
+        "peak_tflops": args.peak_tflops,
+        "mfu": mfu,
+        "losses": losses,
+        "build_s": build_s,
+        "train_s": train_s,
+    }
+    rows = [
+        ("arch / method", f"{args.arch} / {'qlora' if args.qlora else args.method} r={r}"
+                          + (" + grad ckpt" if args.gradient_checkpointing else "")),
+        ("device", f"{figures['device_name']} ({dtype}, scale {args.scale:g})"),
+        ("params total / trainable", f"{params_total / 1e9:.3f} B / {params_trainable / 1e6:.1f} M"),
+        ("audio s / LM tokens (audio, answer)", f"{args.seconds:g} s / {lm_tokens} ({audio_tokens}, {answer_tokens})"),
+        ("step time median (mean) s", f"{step_s:.3f} ({figures['step_s_mean']:.3f}) over {len(timed)} steps"),
+        ("tokens/s", tokens_per_s),
+    ]
+    if "peak_allocated_gib" in mem:
+        rows.append(("peak allocated / reserved GiB", f"{mem['peak_allocated_gib']:.2f} / {mem['peak_reserved_gib']:.2f}"))
+    else:
+        rows.append(("peak RSS GiB (process)", mem["peak_rss_gib"]))
+    rows += [
+        ("model TFLOP/step counted (analytic)", f"{flops / 1e12 if flops else float('nan'):.3f} ({analytic / 1e12:.3f})"),
+        ("MFU vs peak", f"{mfu:.1%} of {args.peak_tflops:g} TFLOP/s" if mfu is not None else "not counted"),
+        ("loss first -> last", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "none logged"),
+    ]
+    fs.print_table("GPU training benchmark (random full-size weights; see benchmarks/README.md)", rows)
+    line = json.dumps(figures)
+    print(line)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json_out, "a") as f:
+            f.write(line + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
