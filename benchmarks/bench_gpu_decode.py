@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     task = get_task(args.task)
 
     durations = fs.so762_durations(args.utterances, seed=args.seed)
-    utts = fs.make_utterances(durations, seed=args.seed)
+    utts = fs.make_utterances(durations, seed=args.seed, words=args.words)  # --words: smoke runs only
     if args.sort_by_length:
         utts.sort(key=lambda u: len(u.audio.array))
     one = fs.make_utterances([args.seconds], seed=args.seed + 1, words=args.words)[0]

@@ -1,9 +1,12 @@
 """Training cost at full size (issue 4): peak memory, step time, tokens/s and model-FLOPs utilisation
 of the project's own training step on a random-weight full-size backbone.
 
-    python benchmarks/bench_gpu_train.py --arch qwen2-audio --seconds 4 --steps 10 [--gradient-checkpointing] [--qlora]
-    python benchmarks/bench_gpu_train.py --arch phi4-mm --method unfreeze --seconds 20
+    python benchmarks/bench_gpu_train.py --arch qwen2-audio --seconds 4,20 --gradient-checkpointing both [--qlora]
+    python benchmarks/bench_gpu_train.py --arch phi4-mm --method unfreeze --seconds 4,20
     python benchmarks/bench_gpu_train.py --device cpu --scale 0.01 --steps 3      # smoke run, seconds
+
+Every (checkpointing, seconds) combination runs in one process on one built model (the build, and
+for QLoRA the save + quantized load, is paid once); each prints its own table and JSON line.
 
 What runs is our code: the backbone is built by ``benchmarks/full_size.py`` and wrapped in the
 project's ``Backbone``; ``apply_adapter`` puts LoRA (r=8 on every LM linear for Qwen2-Audio, rank 320
@@ -51,7 +54,7 @@ H100_BF16_DENSE_TFLOPS = 989.0
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    fs.add_common_args(p)
+    fs.add_common_args(p, sweep=True)
     p.add_argument("--method", choices=("lora", "unfreeze"), default="lora")
     p.add_argument("--lora-r", type=int, default=None, help="default: 8 (qwen2-audio, seed 001), 320 (phi4-mm speech LoRA)")
     p.add_argument("--lora-alpha", type=int, default=None)
@@ -116,25 +119,12 @@ def analytic_flops(backbone, method: str, lm_tokens: int, audio_frames: int) -> 
     return float(lm_mult * lm * lm_tokens + audio_mult * audio * audio_frames)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    device = fs.resolve_device(args.device)
-    if args.qlora:
-        fs.check_qlora(device)
+def build(args, device: str, dtype: str, workdir: Path):
+    """The backbone with its adapter applied (once per process)."""
     import torch
-    import transformers
-    from transformers import TrainerCallback
 
     from lmm_apa.models.adapters import apply_adapter
-    from lmm_apa.train.collator import SFTCollator
-    from lmm_apa.train.config import TrainConfig
-    from lmm_apa.train.dataset import SkipLog, TrainDataset, build_examples, estimate_lengths
-    from lmm_apa.train.run import build_trainer
 
-    if device == "cpu":
-        torch.set_num_threads(args.cpu_threads)
-    dtype = args.dtype if device.startswith("cuda") else "fp32"
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lmm-apa-bench-train-"))
     t0 = time.perf_counter()
     if args.qlora:
         from lmm_apa.models.backbones import load_backbone
@@ -148,16 +138,33 @@ def main(argv=None) -> dict:
         backbone = fs.build_backbone(args.arch, args.scale, device, dtype, args.seed, workdir)
     build_s = time.perf_counter() - t0
     params_total = fs.count_params(backbone.model)
-
     lora = dict(fs.DEFAULT_LORA[args.arch])
     r = args.lora_r or lora["r"]
     alpha = args.lora_alpha or (lora["alpha"] if args.lora_r is None else 2 * r)
     apply_adapter(backbone, method=args.method, r=r, alpha=alpha, dropout=0.05,
-                  gradient_checkpointing=args.gradient_checkpointing, quantized=args.qlora)
-    params_trainable = fs.count_params(backbone.model, trainable_only=True)
+                  gradient_checkpointing=args.gradient_checkpointing != "off", quantized=args.qlora)
+    info = {"build_s": build_s, "params_total": params_total,
+            "params_trainable": fs.count_params(backbone.model, trainable_only=True), "lora_r": r, "lora_alpha": alpha}
+    return backbone, info
 
+
+def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, seconds: float, checkpointing: bool) -> dict:
+    """``--warmup`` + ``--steps`` optimizer steps of the project's trainer on ``seconds``-long
+    ``full``-task examples; the figures of the timed steps."""
+    import gc
+
+    import torch
+    import transformers
+    from transformers import TrainerCallback
+
+    from lmm_apa.train.collator import SFTCollator
+    from lmm_apa.train.config import TrainConfig
+    from lmm_apa.train.dataset import SkipLog, TrainDataset, build_examples, estimate_lengths
+    from lmm_apa.train.run import build_trainer
+
+    _set_checkpointing(backbone.model, checkpointing)
     n_steps = args.warmup + args.steps
-    utts = fs.make_utterances([args.seconds] * (n_steps * args.batch_size), seed=args.seed, words=args.words)
+    utts = fs.make_utterances([seconds] * (n_steps * args.batch_size), seed=args.seed, words=args.words)
     skip = SkipLog(None)
     examples, counts = build_examples(utts, ["full"], skip)
     examples = estimate_lengths(examples, backbone.tokenizer, backbone.arch, skip,
@@ -190,10 +197,10 @@ def main(argv=None) -> dict:
 
     cfg = TrainConfig(
         model=backbone.source, arch=args.arch, method="qlora" if args.qlora else args.method,
-        lora={"r": r, "alpha": alpha, "dropout": 0.05}, tasks=["full"], data={"train": ["<in memory>"]},
-        batch_size=args.batch_size, grad_accum=1, max_steps=n_steps, lr=1e-4, warmup_ratio=0.0,
-        logging_steps=1, save_steps=10**9, save_total_limit=None, output_dir=str(workdir / "run"),
-        gradient_checkpointing=args.gradient_checkpointing, group_by_length=False,
+        lora={"r": info["lora_r"], "alpha": info["lora_alpha"], "dropout": 0.05}, tasks=["full"],
+        data={"train": ["<in memory>"]}, batch_size=args.batch_size, grad_accum=1, max_steps=n_steps, lr=1e-4,
+        warmup_ratio=0.0, logging_steps=1, save_steps=10**9, save_total_limit=None,
+        output_dir=str(workdir / "run"), gradient_checkpointing=checkpointing, group_by_length=False,
         bf16=dtype == "bf16", device=device, seed=args.seed, resume=False,
     )
     trainer = build_trainer(cfg, backbone, dataset, callbacks=[StepTimer()])
@@ -208,7 +215,7 @@ def main(argv=None) -> dict:
     flops = None
     if not args.no_flop_count:
         batch = {k: v.to(device) for k, v in first.items()}
-        flops = counted_flops(trainer, backbone.model, batch, args.gradient_checkpointing)
+        flops = counted_flops(trainer, backbone.model, batch, checkpointing)
         del batch
     analytic = analytic_flops(backbone, args.method, lm_tokens, audio_frames)
     fs.reset_peak(device)
@@ -230,16 +237,16 @@ def main(argv=None) -> dict:
         "arch": args.arch,
         "method": args.method,
         "qlora": args.qlora,
-        "gradient_checkpointing": args.gradient_checkpointing,
-        "lora_r": r,
+        "gradient_checkpointing": checkpointing,
+        "lora_r": info["lora_r"],
         "scale": args.scale,
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
         "dtype": dtype,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "params_total": params_total,
-        "params_trainable": params_trainable,
-        "seconds_audio": args.seconds,
+        "params_total": info["params_total"],
+        "params_trainable": info["params_trainable"],
+        "seconds_audio": seconds,
         "batch_size": args.batch_size,
         "lm_tokens_per_step": lm_tokens,
         "audio_tokens_per_step": audio_tokens,
@@ -255,15 +262,15 @@ def main(argv=None) -> dict:
         "peak_tflops": args.peak_tflops,
         "mfu": mfu,
         "losses": losses,
-        "build_s": build_s,
+        "build_s": info["build_s"],
         "train_s": train_s,
     }
     rows = [
-        ("arch / method", f"{args.arch} / {'qlora' if args.qlora else args.method} r={r}"
-                          + (" + grad ckpt" if args.gradient_checkpointing else "")),
+        ("arch / method", f"{args.arch} / {'qlora' if args.qlora else args.method} r={info['lora_r']}"
+                          + (" + grad ckpt" if checkpointing else "")),
         ("device", f"{figures['device_name']} ({dtype}, scale {args.scale:g})"),
-        ("params total / trainable", f"{params_total / 1e9:.3f} B / {params_trainable / 1e6:.1f} M"),
-        ("audio s / LM tokens (audio, answer)", f"{args.seconds:g} s / {lm_tokens} ({audio_tokens}, {answer_tokens})"),
+        ("params total / trainable", f"{info['params_total'] / 1e9:.3f} B / {info['params_trainable'] / 1e6:.1f} M"),
+        ("audio s / LM tokens (audio, answer)", f"{seconds:g} s / {lm_tokens} ({audio_tokens}, {answer_tokens})"),
         ("step time median (mean) s", f"{step_s:.3f} ({figures['step_s_mean']:.3f}) over {len(timed)} steps"),
         ("tokens/s", tokens_per_s),
     ]
@@ -278,12 +285,38 @@ def main(argv=None) -> dict:
     ]
     fs.print_table("GPU training benchmark (random full-size weights; see benchmarks/README.md)", rows)
     line = json.dumps(figures)
-    print(line)
+    print(line, flush=True)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json_out, "a") as f:
             f.write(line + "\n")
+    trainer.optimizer = None  # free the optimizer states before the next run's peak is measured
+    del trainer, first
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return figures
+
+
+def main(argv=None) -> list[dict]:
+    """Every (checkpointing, seconds) combination on one built backbone; a list of figures."""
+    args = parse_args(argv)
+    device = fs.resolve_device(args.device)
+    if args.qlora:
+        fs.check_qlora(device)
+    import torch
+
+    if device == "cpu":
+        torch.set_num_threads(args.cpu_threads)
+    dtype = args.dtype if device.startswith("cuda") else "fp32"
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lmm-apa-bench-train-"))
+    backbone, info = build(args, device, dtype, workdir)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
+    out = []
+    for checkpointing in modes:
+        for seconds in args.seconds:
+            out.append(run_one(args, backbone, info, device, dtype, workdir, seconds, checkpointing))
+    return out
 
 
 if __name__ == "__main__":

@@ -304,8 +304,12 @@ def save_random_model(arch: str, scale: float, out: str | Path, dtype: str = "bf
     config = build_config(arch, scale, files)
     model = random_model(arch, config, device, dtype, seed)
     model.save_pretrained(out)
-    if arch == "qwen2-audio":
-        _qwen_feature_extractor().save_pretrained(out)
+    if arch == "qwen2-audio":  # the real 30 s feature extractor, inside the processor's own files
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(out)
+        processor.feature_extractor = _qwen_feature_extractor()
+        processor.save_pretrained(out)
     (out / "lmm_apa_tiny.json").unlink(missing_ok=True)
     del model
     return out
@@ -385,17 +389,32 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def add_common_args(parser) -> None:
+def _seconds_list(text: str) -> list[float]:
+    return [float(x) for x in str(text).split(",") if x.strip()]
+
+
+def add_common_args(parser, sweep: bool = False) -> None:
+    """The options every benchmark takes. ``sweep``: ``--seconds`` is a comma list and
+    ``--gradient-checkpointing`` may be ``on`` / ``off`` / ``both``, all run in one process on one
+    built model (device time is scarce: the build is paid once)."""
     parser.add_argument("--arch", choices=ARCHS, default="qwen2-audio")
     parser.add_argument("--device", default=None, help="cuda / cuda:N / cpu (default: cuda when available)")
     parser.add_argument("--scale", type=float, default=1.0, help="1 = the real architecture; ~0.01 for a CPU smoke run")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--seconds", type=float, default=SO762_MEAN_S, help="audio length per utterance (s)")
+    if sweep:
+        parser.add_argument("--seconds", type=_seconds_list, default=[SO762_MEAN_S],
+                            help="audio length per utterance (s); a comma list runs each")
+    else:
+        parser.add_argument("--seconds", type=float, default=SO762_MEAN_S, help="audio length per utterance (s)")
     parser.add_argument("--words", type=int, default=None, help="words per utterance (default: SO762's rate x seconds)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--qlora", action="store_true", help="4-bit NF4 base (bitsandbytes + CUDA)")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    if sweep:
+        parser.add_argument("--gradient-checkpointing", nargs="?", const="on", default="off", choices=("off", "on", "both"),
+                            help="activation checkpointing of the decoder layers (alone: on; both: each)")
+    else:
+        parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="scratch folder (QLoRA writes the random model here)")
     parser.add_argument("--json-out", default=None, help="also write the JSON figures to this file")

@@ -14,7 +14,6 @@ file header times the backbone's audio tokens per second, plus the prompt + targ
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
