@@ -290,7 +290,8 @@ def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, 
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json_out, "a") as f:
             f.write(line + "\n")
-    trainer.optimizer = None  # free the optimizer states before the next run's peak is measured
+    trainer.accelerator.free_memory()  # drop the optimizer states before the next run's peak is measured
+    trainer.optimizer = trainer.lr_scheduler = None
     del trainer, first
     gc.collect()
     if device.startswith("cuda"):
