@@ -211,3 +211,21 @@ def test_constrained_equals_greedy_when_free_follows_template(toy_tokenizers):
     res = constrained_decode(model, tok, p, [t], term, pad_id=tok.pad_token_id)[0]
     assert res.text == free
     assert res.values[("sentence", "fluency", None)] == 10
+
+
+@pytest.mark.parametrize("tok_name", ["qwen2", "o200k", "gpt2"])
+def test_windowed_tokenization_equals_whole_text(toy_tokenizers, tok_name):
+    """Re-tokenizing only the last few committed tokens' text gives exactly what tokenizing the
+    whole answer gives, slot after slot, for a long answer."""
+    tok = toy_tokenizers[tok_name]
+    t = full_template(["WE", "CALL", "IT", "BEAR"], [["W", "IY0"], ["K", "AO0", "L"], ["IH0", "T"], ["B", "EH0", "R"]])
+    segs, trailing = template_segments(t)
+    text, committed, starts = "", [], []
+    for k, (lit, slot) in enumerate(segs):
+        after = segs[k + 1][0] if k + 1 < len(segs) else trailing
+        whole = slot_candidates(tok, committed, text + lit, slot.choices, after, 1)
+        windowed = slot_candidates(tok, committed, text + lit, slot.choices, after, 1, committed_starts=starts, window=3)
+        assert (windowed.feed, windowed.seqs, windowed.committed_after) == (whole.feed, whole.seqs, whole.committed_after)
+        committed, starts = windowed.committed_after, windowed.starts_after
+        assert len(starts) == len(committed)
+        text = text + lit + str(slot.choices[k % len(slot.choices)])

@@ -9,7 +9,8 @@ Every utterance is marked synthetic (``"synthetic": true`` in ``resource/scores.
 
 Audio (16 kHz, mono, 16-bit)
 ----------------------------
-- Sentences are 3-7 words drawn from ``WORDS`` (canonical phones from CMUdict's first
+- 40 reading texts per seed (``sentence_pool``), each read by many speakers as in SO762, so the
+  text carries no score information; each is 3-7 words drawn from ``WORDS`` (canonical phones from CMUdict's first
   pronunciation; SO762 style: monosyllables' vowels carry stress 0, longer words keep CMUdict's).
 - Every phone is a short sound (about 70-140 ms, times the utterance's speaking rate) with its own
   spectral signature: vowels and sonorants a harmonic complex at the pitch f0 shaped by 3 formants
@@ -199,11 +200,24 @@ def _substitute(rng: np.random.Generator, phone: str) -> str:
     return new + "0" if new in _VOWELS else new
 
 
-def plan_utterance(rng: np.random.Generator, speaker: dict) -> dict:
-    """Draw one utterance: its words, what is injected where, and every score (module rules)."""
+def sentence_pool(seed: int, n: int = 40) -> list[list[str]]:
+    """The corpus' reading texts: ``n`` sentences of 3-7 words, read by many speakers each (as in
+    SO762, whose few hundred texts recur across speakers and splits). Why: the text then says
+    nothing about the scores, so a model cannot learn them by memorising sentences; only the audio
+    tells one reading of a sentence from another."""
+    rng = np.random.default_rng([seed, 3])
+    return [[WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(3, 8)))] for _ in range(n)]
+
+
+def plan_utterance(rng: np.random.Generator, speaker: dict, sentences: list[list[str]] | None = None) -> dict:
+    """Draw one utterance: its words (from ``sentences`` when given), what is injected where, and
+    every score (module rules)."""
     lex = lexicon()
-    n_words = int(rng.integers(3, 8))
-    words = [WORDS[i] for i in rng.integers(len(WORDS), size=n_words)]
+    if sentences:
+        words = list(sentences[int(rng.integers(len(sentences)))])
+    else:
+        words = [WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(3, 8)))]
+    n_words = len(words)
     z = float(np.clip(speaker["proficiency"] + rng.normal(0, 0.1), 0, 1))
     z_f = float(np.clip(z + rng.normal(0, 0.12), 0, 1))
     z_p = float(np.clip(z + rng.normal(0, 0.12), 0, 1))
@@ -480,13 +494,14 @@ def write_synthetic_corpus(
     test_spk = _split_speakers(speakers, test_fraction, seed)
     scores, injections, text_phone = {}, {}, []
     lexicon_used: set[str] = set()
+    sentences = sentence_pool(seed)
     split_rows: dict[str, list[tuple[str, str, dict]]] = {"train": [], "test": []}
     durations = []
     for i in range(n_utterances):
         spk = speakers[i // UTTERANCES_PER_SPEAKER]
         uid = f"{spk['id']}{i % UTTERANCES_PER_SPEAKER + 1:05d}"
         rng = np.random.default_rng([seed, 0, i])
-        plan = plan_utterance(rng, spk)
+        plan = plan_utterance(rng, spk, sentences)
         wav = synthesize(plan, rng)
         if silence:
             wav = np.zeros_like(wav)

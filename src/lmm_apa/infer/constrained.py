@@ -88,6 +88,7 @@ class SlotCandidates:
     feed: list[int]
     seqs: list[list[int]]
     committed_after: list[int]  # committed ids once ``feed`` is in the cache
+    starts_after: list[int] = field(default_factory=list)  # their character starts in the answer
 
 
 def slot_candidates(
@@ -97,15 +98,31 @@ def slot_candidates(
     choices: Sequence[int],
     text_after: str,
     terminator_id: int | None,
+    committed_starts: Sequence[int] | None = None,
+    window: int = 8,
 ) -> SlotCandidates:
     """Token sequences of each choice of a slot, from whole-text tokenization (see module doc).
 
     ``committed`` are the answer's token ids already in the KV cache; ``text_before`` is the answer
     text up to the slot; ``text_after`` the literal after it ("" when the slot ends the answer, then
-    ``terminator_id`` is the boundary)."""
+    ``terminator_id`` is the boundary).
+
+    Speed: with ``committed_starts`` (the character start of each committed token) only the text from
+    ``window`` committed tokens back is re-tokenized; the result is used only if it reproduces those
+    committed tokens exactly, else the whole text is tokenized (and ``constrained_decode`` checks the
+    final answer's full tokenization against everything it fed the model)."""
     values = [format_score(c) for c in choices]
-    texts = [text_before + v + text_after for v in values]
-    ids, offsets = _tokenize(tokenizer, texts)
+    n = len(committed)
+    k0 = n - window if (committed_starts is not None and n > window) else 0
+    while True:
+        c0 = committed_starts[k0] if k0 else 0
+        ids, offsets = _tokenize(tokenizer, [text_before[c0:] + v + text_after for v in values])
+        if k0 == 0 or all(i[: n - k0] == list(committed[k0:]) for i in ids):
+            break
+        k0 = 0  # the window start was not a clean token boundary: tokenize everything
+    if k0:
+        ids = [list(committed[:k0]) + i for i in ids]
+        offsets = [[(0, 0)] * k0 + [(a + c0, b + c0) for a, b in o] for o in offsets]
     if text_after == "":
         if terminator_id is None:
             raise ValueError("a slot ends the answer but the backbone has no answer terminator token")
@@ -113,7 +130,6 @@ def slot_candidates(
             end = len(text_before) + len(v)
             i.append(int(terminator_id))
             o.append((end, end + 1))
-    n = len(committed)
     for i in ids:
         if i[:n] != list(committed):
             raise ValueError(
@@ -139,7 +155,9 @@ def slot_candidates(
         for b in range(len(seqs)):
             if a != b and seqs[b][: len(seqs[a])] == seqs[a]:
                 raise ValueError(f"choice token sequences are not prefix-free at {text_before[-30:]!r}")
-    return SlotCandidates(feed=ids[0][n:common], seqs=seqs, committed_after=ids[0][:common])
+    starts = list(committed_starts[:k0]) if k0 else []
+    starts += [o[0] for o in offsets[0][len(starts) : common]]
+    return SlotCandidates(feed=ids[0][n:common], seqs=seqs, committed_after=ids[0][:common], starts_after=starts)
 
 
 def candidate_tree(seqs: Sequence[Sequence[int]]) -> tuple[list[tuple[int, int, int]], list[list[int]]]:
@@ -190,6 +208,7 @@ class _Row:
     k: int = 0
     text: str = ""
     committed: list[int] = field(default_factory=list)
+    committed_starts: list[int] = field(default_factory=list)
     result: DecodeResult = field(default_factory=lambda: DecodeResult(text=""))
 
     @property
@@ -244,7 +263,8 @@ def constrained_decode(
                 continue
             literal, slot = r.segments[r.k]
             after = r.segments[r.k + 1][0] if r.k + 1 < len(r.segments) else r.trailing
-            cand = slot_candidates(tokenizer, r.committed, r.text + literal, slot.choices, after, terminator_id)
+            cand = slot_candidates(tokenizer, r.committed, r.text + literal, slot.choices, after, terminator_id,
+                                   committed_starts=r.committed_starts)
             nodes, predictors = candidate_tree(cand.seqs)
             plans.append((cand, nodes, predictors))
         B = len(rows)
@@ -298,24 +318,47 @@ def constrained_decode(
             rows_idx += [b] * len(p[1])
             q_idx += list(range(F, F + len(p[1])))
         sel = torch.log_softmax(out.logits[rows_idx, q_idx].float(), dim=-1) if rows_idx else None
+        # gather every probability the candidates need with two indexing ops (not one tiny op each)
         k = 0
+        node_base = {}
+        for b, p in enumerate(plans):
+            if p is None:
+                continue
+            if len(p[0].feed):
+                last_lp[b] = sel[k]
+                k += 1
+            node_base[b] = k
+            k += len(p[1])
+        first_idx, node_idx = ([], []), ([], [])
+        for b, p in enumerate(plans):
+            if p is None:
+                continue
+            for seq, pred in zip(p[0].seqs, p[2]):
+                first_idx[0].append(b)
+                first_idx[1].append(seq[0])
+                for tok, node in zip(seq[1:], pred):
+                    node_idx[0].append(node_base[b] + node)
+                    node_idx[1].append(tok)
+        first_vals = last_lp[first_idx[0], first_idx[1]].double().tolist()
+        node_vals = sel[node_idx[0], node_idx[1]].double().tolist() if node_idx[0] else []
+        fi = ni = 0
         for b, p in enumerate(plans):
             if p is None:
                 continue
             cand, nodes, predictors = p
             r = rows[b]
-            if len(cand.feed):
-                last_lp[b] = sel[k]
-                k += 1
-            node_lp = sel[k : k + len(nodes)]
-            k += len(nodes)
             scores = []
-            for seq, pred in zip(cand.seqs, predictors):
-                s_ = last_lp[b, seq[0]]
-                for tok, node in zip(seq[1:], pred):
-                    s_ = s_ + node_lp[node, tok]
+            for seq in cand.seqs:
+                s_ = first_vals[fi]
+                fi += 1
+                for _ in seq[1:]:
+                    s_ += node_vals[ni]
+                    ni += 1
                 scores.append(s_)
-            probs = torch.softmax(torch.stack(scores).double(), dim=0).tolist()
+            top = max(scores)
+            weights = [math.exp(x - top) for x in scores]
+            total = sum(weights)
+            probs = [w / total for w in weights]
             literal, slot = r.segments[r.k]
             best = max(range(len(probs)), key=lambda i: probs[i])
             r.result.values[slot.key] = int(slot.choices[best])
@@ -323,6 +366,7 @@ def constrained_decode(
             r.result.probs[slot.key] = probs
             r.text = r.text + literal + format_score(slot.choices[best])
             r.committed = cand.committed_after
+            r.committed_starts = cand.starts_after
             r.k += 1
         _cache_drop_last(cache, T)
         attn2d = np.concatenate([attn2d, feed_real], axis=1)
@@ -332,6 +376,8 @@ def constrained_decode(
     for r in rows:
         r.result.text = r.text + r.trailing
         r.result.token_ids = tokenizer(r.result.text, add_special_tokens=False)["input_ids"]
+        if r.result.token_ids[: len(r.committed)] != r.committed:  # what the model saw is the real tokenization
+            raise ValueError(f"constrained decoding fed tokens that differ from the tokenization of {r.result.text[:40]!r}...")
     return [r.result for r in rows]
 
 
