@@ -178,7 +178,10 @@ def demo(
     """The main job: synthetic corpus -> fine-tune -> predict -> evaluate -> report."""
     from lmm_apa.demo import run_demo
 
-    result = run_demo(out, seed=seed, model=model, corpus=corpus)
+    try:
+        result = run_demo(out, seed=seed, model=model, corpus=corpus)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
     typer.echo(json.dumps(result, indent=2))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 DEMO_UTTERANCES = 600  # 480 train / 120 held-out: enough held-out readings for a stable correlation
 TINY_CONFIG = "tiny_demo"
+TINY_AUDIO_SECONDS = 6  # the synthetic corpus never exceeds 6 s (lmm_apa.data.synth.MAX_SECONDS)
 REAL_CONFIG = "seed001_ft"
 
 REPORT_HEADER = """# LMM-APA demo report
@@ -96,7 +97,8 @@ def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = No
         from lmm_apa.models.tiny import save_tiny_model
 
         with console.status("building the tiny Qwen2-Audio-architecture model"):
-            model = str(save_tiny_model(out / "tiny-qwen2-audio", arch="qwen2-audio", seed=seed))
+            model = str(save_tiny_model(out / "tiny-qwen2-audio", arch="qwen2-audio", seed=seed,
+                                        audio_seconds=TINY_AUDIO_SECONDS))
         config, what = TINY_CONFIG, WHAT_TINY
     else:
         config, what = REAL_CONFIG, WHAT_REAL

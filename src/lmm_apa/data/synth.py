@@ -19,7 +19,8 @@ Audio (16 kHz, mono, 16-bit)
 - Pitch: a speaker base f0 (men ~120 Hz, women ~210 Hz, children ~250 Hz); a natural contour falls
   4 semitones over the utterance with a +3 semitone accent on each word's stressed vowel (stressed
   vowels are also 1.2x longer and 1.4x louder).
-- Words are separated by 30 ms; 200 ms of near-silence lead and trail.
+- Words are separated by 30 ms; 200 ms of near-silence lead and trail; a reading longer than
+  ``MAX_SECONDS`` (6 s) is redrawn (rare), so every file fits a 6 s encoder window.
 
 What is injected (a latent proficiency ``z`` in [0, 1] per utterance drives the rates: a speaker
 level ``z_s ~ Beta(1.5, 0.6)`` plus N(0, 0.1) per utterance; fluency and prosody use their own noisy
@@ -82,6 +83,9 @@ import soundfile as sf
 SAMPLE_RATE = 16000
 N_RATERS = 5
 UTTERANCES_PER_SPEAKER = 5
+NOISE_FLOOR = 3e-4  # amplitude of the quiet-room noise under every recording (about -70 dBFS)
+SILENT_SECONDS = 3.0  # length of every recording of the silent control corpus
+MAX_SECONDS = 6.0  # fits the tiny Qwen2-Audio model's 6 s encoder window (lmm_apa.models.tiny)
 PROFICIENCY_BETA = (1.5, 0.6)  # speaker proficiency z_s: skewed towards good, a tail of weak speakers
 P_ERR_FLOOR, P_ERR_SCALE, P_ERR_POWER = 0.005, 1.0, 3.0  # phone error rate min(0.9, 0.005 + (1 - z)^3)
 ERROR_MIX = (0.55, 0.35, 0.10)  # distorted, substituted, deleted
@@ -416,7 +420,7 @@ def synthesize(plan: dict, rng: np.random.Generator) -> np.ndarray:
                 segments.append(np.zeros(int(0.08 * SAMPLE_RATE)))
     segments.append(np.zeros(lead))
     wav = np.concatenate(segments)
-    wav = wav + 3e-4 * rng.standard_normal(len(wav))  # a faint noise floor, like a quiet room
+    wav = wav + NOISE_FLOOR * rng.standard_normal(len(wav))  # a faint noise floor, like a quiet room
     peak = float(np.abs(wav).max())
     if peak > 0.95:
         wav = wav * (0.95 / peak)
@@ -482,7 +486,8 @@ def write_synthetic_corpus(
     silence: bool = False,
 ) -> dict:
     """Write the synthetic SO762-layout corpus to ``out`` and return a summary (counts, hours, score
-    distributions). ``silence=True`` writes the same labels with silent audio of the same lengths:
+    distributions). ``silence=True`` writes the same labels with silent recordings (only the faint
+    noise floor), all ``SILENT_SECONDS`` long:
     the control run of the learning proof (a model must not learn the scores without the audio)."""
     if n_utterances < 1:
         raise ValueError(f"n_utterances must be >= 1, got {n_utterances}")
@@ -501,10 +506,15 @@ def write_synthetic_corpus(
         spk = speakers[i // UTTERANCES_PER_SPEAKER]
         uid = f"{spk['id']}{i % UTTERANCES_PER_SPEAKER + 1:05d}"
         rng = np.random.default_rng([seed, 0, i])
-        plan = plan_utterance(rng, spk, sentences)
-        wav = synthesize(plan, rng)
-        if silence:
-            wav = np.zeros_like(wav)
+        for _ in range(20):  # redraw the rare reading that would not fit MAX_SECONDS (same rng: deterministic)
+            plan = plan_utterance(rng, spk, sentences)
+            wav = synthesize(plan, rng)
+            if len(wav) <= MAX_SECONDS * SAMPLE_RATE:
+                break
+        if silence:  # the quiet-room noise floor only (digitally silent files are, rightly, refused by
+            # load_audio), and one length for all: a silence as long as the reading would still tell the
+            # model its duration, i.e. its pauses and dropped phones -- information about the scores
+            wav = (NOISE_FLOOR * rng.standard_normal(int(SILENT_SECONDS * SAMPLE_RATE))).astype(np.float32)
         rel = f"WAVE/SPEAKER{spk['id']}/{uid}.WAV"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(out / rel, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
