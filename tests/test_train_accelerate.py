@@ -37,7 +37,7 @@ RANK_SCRIPT = textwrap.dedent('''
 
     model, corpus, out = sys.argv[1:4]
     s = train_from_config("tiny_demo", [f"model={model}", f"data.train=[{{path: {corpus}, split: train}}]",
-        f"output_dir={out}", "batch_size=1", "grad_accum=1", "limit=8", "max_steps=2", "logging_steps=1",
+        f"output_dir={out}", "method=lora", "batch_size=1", "grad_accum=1", "limit=8", "max_steps=2", "logging_steps=1",
         "save_steps=100"], callbacks=[Record()])
     rank = int(os.environ.get("RANK", 0))
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({**Record.info, "rank": rank,
