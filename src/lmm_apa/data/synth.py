@@ -10,8 +10,9 @@ Every utterance is marked synthetic (``"synthetic": true`` in ``resource/scores.
 Audio (16 kHz, mono, 16-bit)
 ----------------------------
 - 40 reading texts per seed (``sentence_pool``), each read by many speakers as in SO762, so the
-  text carries no score information; each is 3-7 words drawn from ``WORDS`` (canonical phones from CMUdict's first
-  pronunciation; SO762 style: monosyllables' vowels carry stress 0, longer words keep CMUdict's).
+  text carries no score information (with one text per utterance, a tiny model memorised
+  text -> score instead of listening); each is 3-7 words drawn from ``WORDS`` (canonical phones
+  from CMUdict's first pronunciation; SO762 style: monosyllables' vowels carry stress 0).
 - Every phone is a short sound (about 70-140 ms, times the utterance's speaking rate) with its own
   spectral signature: vowels and sonorants a harmonic complex at the pitch f0 shaped by 3 formants
   (vowels: Peterson & Barney-like values; diphthongs glide), fricatives band-passed noise, stops a
@@ -65,7 +66,8 @@ the whole range. ``resource/synthetic-injections.json`` records what was injecte
 
 Layout: SO762's Kaldi tree (``WAVE/SPEAKERxxxx/*.WAV``, ``train/`` and ``test/`` with ``wav.scp
 text utt2spk spk2utt spk2age spk2gender``, ``resource/scores.json``, ``resource/text-phone`` with
-_B/_I/_E/_S marks, ``resource/lexicon.txt``). Speakers do not cross splits. Everything is drawn
+_B/_I/_E/_S marks, ``resource/lexicon.txt``). Speakers do not cross splits; test speakers are
+spread over the proficiency range (stratified), so held-out scores always vary. Everything is drawn
 from ``numpy.random.default_rng([seed, ...])``, so a seed gives byte-identical files.
 """
 

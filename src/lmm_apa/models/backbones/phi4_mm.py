@@ -97,13 +97,24 @@ class Phi4MMBackbone(Backbone):
         )
 
     def audio_inputs(self, audios: Sequence[np.ndarray]) -> tuple[dict, list[int]]:
-        feats = self.feature_extractor(
-            [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate, return_tensors="pt"
-        )
-        out = {"audio_input_features": feats["audio_input_features"], "audio_embed_sizes": feats["audio_embed_sizes"]}
-        if "audio_attention_mask" in feats:
-            out["audio_attention_mask"] = feats["audio_attention_mask"]
-        return out, [int(n) for n in feats["audio_embed_sizes"]]
+        # One recording at a time, then padded here: transformers' batched Phi4MultimodalFeatureExtractor
+        # raises a size mismatch when two recordings of a batch differ by less than ~2 hops (its
+        # frame-masking slice runs past the padded frames), and its batched path only exists to mimic
+        # this unbatched result anyway.
+        import torch
+
+        feats = [self.feature_extractor([np.asarray(a, dtype=np.float32)], sampling_rate=self.sampling_rate,
+                                        return_tensors="pt") for a in audios]
+        lengths = [f["audio_input_features"].shape[1] for f in feats]
+        width = max(lengths)
+        features = torch.zeros(len(feats), width, feats[0]["audio_input_features"].shape[2])
+        for i, f in enumerate(feats):
+            features[i, : lengths[i]] = f["audio_input_features"][0]
+        sizes = torch.cat([f["audio_embed_sizes"] for f in feats])
+        out = {"audio_input_features": features, "audio_embed_sizes": sizes}
+        if len(feats) > 1:
+            out["audio_attention_mask"] = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+        return out, [int(n) for n in sizes]
 
 
 def _has_speech_lora(source: str) -> bool:
