@@ -29,8 +29,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# CPU benchmarks (figures in benchmarks/RESULTS.md); the GPU ones are in benchmarks/README.md.
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_decode.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo-out
