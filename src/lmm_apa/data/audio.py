@@ -60,13 +60,7 @@ def _read_source(audio: Audio) -> tuple[np.ndarray, int]:
         else:
             raise AudioError(f"{name}: audio array has {x.ndim} dimensions, expected 1 or 2")
         return x, int(audio.sampling_rate)
-    if not audio.path:
-        raise AudioError("audio has neither a path nor an array")
-    path = Path(audio.path)
-    if not path.is_file():
-        raise AudioError(f"{path}: audio file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: audio file is empty (0 bytes)")
+    path = _existing_file(audio)
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -74,11 +68,8 @@ def _read_source(audio: Audio) -> tuple[np.ndarray, int]:
     return x, int(sr)
 
 
-def audio_info(audio: Audio) -> AudioInfo:
-    """Duration and format without reading the samples (soundfile's header only)."""
-    if audio.array is not None:
-        x, sr = _read_source(audio)
-        return AudioInfo(len(x) / sr, sr, x.shape[1], len(x))
+def _existing_file(audio: Audio) -> Path:
+    """The audio's file, or an AudioError naming why it cannot be opened (no path, missing, 0 bytes)."""
     if not audio.path:
         raise AudioError("audio has neither a path nor an array")
     path = Path(audio.path)
@@ -86,6 +77,15 @@ def audio_info(audio: Audio) -> AudioInfo:
         raise AudioError(f"{path}: audio file not found")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: audio file is empty (0 bytes)")
+    return path
+
+
+def audio_info(audio: Audio) -> AudioInfo:
+    """Duration and format without reading the samples (soundfile's header only)."""
+    if audio.array is not None:
+        x, sr = _read_source(audio)
+        return AudioInfo(len(x) / sr, sr, x.shape[1], len(x))
+    path = _existing_file(audio)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
