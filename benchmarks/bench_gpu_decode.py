@@ -32,7 +32,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -108,19 +107,13 @@ def latency(backbone, task, utt, decoding: str, repeats: int, device: str) -> di
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = fs.resolve_device(args.device)
-    if args.qlora:
-        fs.check_qlora(device)
+    device, dtype, workdir = fs.prepare_run(args, "lmm-apa-bench-decode-")
     import torch
     import transformers
 
     from lmm_apa.infer.generate import max_new_tokens_for
     from lmm_apa.prompts.tasks import get_task
 
-    if device == "cpu":
-        torch.set_num_threads(args.cpu_threads)
-    dtype = args.dtype if device.startswith("cuda") else "fp32"
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lmm-apa-bench-decode-"))
     t0 = time.perf_counter()
     if args.qlora:
         from lmm_apa.models.backbones import load_backbone

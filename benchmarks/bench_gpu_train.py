@@ -40,7 +40,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -302,15 +301,7 @@ def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, 
 def main(argv=None) -> list[dict]:
     """Every (checkpointing, seconds) combination on one built backbone; a list of figures."""
     args = parse_args(argv)
-    device = fs.resolve_device(args.device)
-    if args.qlora:
-        fs.check_qlora(device)
-    import torch
-
-    if device == "cpu":
-        torch.set_num_threads(args.cpu_threads)
-    dtype = args.dtype if device.startswith("cuda") else "fp32"
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lmm-apa-bench-train-"))
+    device, dtype, workdir = fs.prepare_run(args, "lmm-apa-bench-train-")
     backbone, info = build(args, device, dtype, workdir)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
     out = []

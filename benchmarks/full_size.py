@@ -450,3 +450,17 @@ def print_table(title: str, rows: list[tuple[str, object]]) -> None:
         if isinstance(v, float):
             v = f"{v:.4g}"
         print(f"| {k.ljust(width)} | {v} |")
+
+
+def prepare_run(args, prefix: str) -> tuple[str, str, Path]:
+    """What both GPU benchmarks do first: pick the device (QLoRA checked there), cap CPU threads,
+    choose the dtype (bf16-class on CUDA, fp32 on CPU) and a work folder. Returns (device, dtype, workdir)."""
+    device = resolve_device(args.device)
+    if args.qlora:
+        check_qlora(device)
+    import torch
+
+    if device == "cpu":
+        torch.set_num_threads(args.cpu_threads)
+    dtype = args.dtype if device.startswith("cuda") else "fp32"
+    return device, dtype, Path(args.workdir or tempfile.mkdtemp(prefix=prefix))
