@@ -115,16 +115,7 @@ def main(argv=None) -> dict:
     from lmm_apa.prompts.tasks import get_task
 
     t0 = time.perf_counter()
-    if args.qlora:
-        from lmm_apa.models.backbones import load_backbone
-
-        path = fs.save_random_model(args.arch, args.scale, workdir / f"random-{args.arch}", dtype=dtype, device=device,
-                                    seed=args.seed)
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        backbone = load_backbone(path, arch=args.arch, dtype="bfloat16", device=device, quantization="4bit")
-    else:
-        backbone = fs.build_backbone(args.arch, args.scale, device, dtype, args.seed, workdir)
+    backbone = fs.random_backbone(args, device, dtype, workdir)
     backbone.model.eval()
     build_s = time.perf_counter() - t0
     task = get_task(args.task)

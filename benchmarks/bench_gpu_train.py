@@ -120,21 +120,10 @@ def analytic_flops(backbone, method: str, lm_tokens: int, audio_frames: int) -> 
 
 def build(args, device: str, dtype: str, workdir: Path):
     """The backbone with its adapter applied (once per process)."""
-    import torch
-
     from lmm_apa.models.adapters import apply_adapter
 
     t0 = time.perf_counter()
-    if args.qlora:
-        from lmm_apa.models.backbones import load_backbone
-
-        path = fs.save_random_model(args.arch, args.scale, workdir / f"random-{args.arch}", dtype=dtype, device=device,
-                                    seed=args.seed)
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        backbone = load_backbone(path, arch=args.arch, dtype="bfloat16", device=device, quantization="4bit")
-    else:
-        backbone = fs.build_backbone(args.arch, args.scale, device, dtype, args.seed, workdir)
+    backbone = fs.random_backbone(args, device, dtype, workdir)
     build_s = time.perf_counter() - t0
     params_total = fs.count_params(backbone.model)
     lora = dict(fs.DEFAULT_LORA[args.arch])

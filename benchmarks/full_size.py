@@ -464,3 +464,21 @@ def prepare_run(args, prefix: str) -> tuple[str, str, Path]:
         torch.set_num_threads(args.cpu_threads)
     dtype = args.dtype if device.startswith("cuda") else "fp32"
     return device, dtype, Path(args.workdir or tempfile.mkdtemp(prefix=prefix))
+
+
+def random_backbone(args, device: str, dtype: str, workdir: Path):
+    """The random-weight backbone both GPU benchmarks time: built in memory, or for ``--qlora`` saved
+    to ``workdir`` and loaded back 4-bit through the project's ``load_backbone`` (quantisation happens
+    on load)."""
+    if not args.qlora:
+        return build_backbone(args.arch, args.scale, device, dtype, args.seed, workdir)
+    import torch
+
+    from lmm_apa.models.backbones import load_backbone
+
+    path = save_random_model(args.arch, args.scale, workdir / f"random-{args.arch}", dtype=dtype, device=device,
+                             seed=args.seed)
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return load_backbone(path, arch=args.arch, dtype="bfloat16", device=device, quantization="4bit")
+
