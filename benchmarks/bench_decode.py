@@ -24,6 +24,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,10 +35,11 @@ def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: di
 
     from lmm_apa.infer.constrained import count_forwards
     from lmm_apa.infer.generate import decode_batch, model_device, to_device
+    from lmm_apa.infer.logits import logits_only_at
     from lmm_apa.infer.predict import prepare, record
 
     recs, t0 = [], time.perf_counter()
-    with count_forwards(backbone.model) as n:
+    with count_forwards(backbone.model) as n, phase_timer(backbone) as phases:
         for i in range(0, len(utts), batch_size):
             chunk = [prepare(backbone, task, u) for u in utts[i : i + batch_size]]
             if forced_answers is None:
@@ -57,11 +59,51 @@ def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: di
                 k = ids.shape[0] - start
                 return [targets[row][k]] if k < len(targets[row]) else [backbone.pad_token_id]
 
-            with torch.no_grad():
+            with torch.no_grad(), logits_only_at(backbone.model, slice(-1, None)):  # as generate_free does
                 backbone.model.generate(**batch, max_new_tokens=max(map(len, targets)), do_sample=False,
                                         prefix_allowed_tokens_fn=allowed, eos_token_id=backbone.eos_token_ids,
                                         pad_token_id=backbone.pad_token_id)
-    return {"records": recs, "forward_passes": n[0], "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    return {"records": recs, "forward_passes": n[0], "seconds": seconds, "features_s": phases["features"],
+            "prefill_s": phases["prefill"], "after_prefill_s": seconds - phases["features"] - phases["prefill"]}
+
+
+@contextmanager
+def phase_timer(backbone):
+    """Seconds spent in audio feature extraction + tokenization (``build_batch``) and in the prefill
+    forwards (those that carry the audio); both decoders share them, so what is left is the part
+    the decoding method changes."""
+    import torch
+
+    phases = {"features": 0.0, "prefill": 0.0}
+    build, start = backbone.build_batch, []
+
+    def timed_build(*a, **k):
+        t = time.perf_counter()
+        try:
+            return build(*a, **k)
+        finally:
+            phases["features"] += time.perf_counter() - t
+
+    def pre(_m, _a, kwargs):
+        if any(kwargs.get(k) is not None for k in ("input_features", "audio_input_features")):
+            start.append(time.perf_counter())
+
+    def post(_m, _a, kwargs, _out):
+        if start:
+            if backbone.model.device.type == "cuda":
+                torch.cuda.synchronize()
+            phases["prefill"] += time.perf_counter() - start.pop()
+
+    backbone.build_batch = timed_build
+    handles = [backbone.model.register_forward_pre_hook(pre, with_kwargs=True),
+               backbone.model.register_forward_hook(post, with_kwargs=True)]
+    try:
+        yield phases
+    finally:
+        backbone.build_batch = build
+        for h in handles:
+            h.remove()
 
 
 def main() -> None:
@@ -119,6 +161,7 @@ def main() -> None:
         "model": args.model or "tiny random Qwen2-Audio (lmm_apa.models.tiny)", "task": task.name,
         "utterances": len(utts), "batch1_utterances": n1,
         "rows": {k: {"forward_passes": v["forward_passes"], "seconds": round(v["seconds"], 2),
+                     **{x: round(v[x], 2) for x in ("features_s", "prefill_s", "after_prefill_s")},
                      "utterances": n1 if k.endswith("b1") else len(utts)} for k, v in rows.items()},
         "constrained_parse_rate": sum(r["parse_ok"] for r in rows["constrained b16"]["records"]) / len(utts),
         "free_parse_rate": len(both) / len(utts),
@@ -130,12 +173,16 @@ def main() -> None:
         "time free/constrained (b16)": round(r["free b16"]["seconds"] / r["constrained b16"]["seconds"], 2),
         "steps free-template/constrained (b16)": round(r["free (template answer) b16"]["forward_passes"] / r["constrained b16"]["forward_passes"], 2),
         "time free-template/constrained (b16)": round(r["free (template answer) b16"]["seconds"] / r["constrained b16"]["seconds"], 2),
+        "after-prefill time free-template/constrained (b16)": round(r["free (template answer) b16"]["after_prefill_s"] / r["constrained b16"]["after_prefill_s"], 2),
+        "after-prefill time free-template/constrained (b1)": round(r["free (template answer) b1"]["after_prefill_s"] / r["constrained b1"]["after_prefill_s"], 2),
+        "time free-template/constrained (b1)": round(r["free (template answer) b1"]["seconds"] / r["constrained b1"]["seconds"], 2),
         "time b1/b16 constrained (per utterance)": round((r["constrained b1"]["seconds"] / n1) / (r["constrained b16"]["seconds"] / len(utts)), 2),
         "time b1/b16 free-template (per utterance)": round((r["free (template answer) b1"]["seconds"] / n1) / (r["free (template answer) b16"]["seconds"] / len(utts)), 2),
     }
-    print(f"{'run':32} {'utts':>5} {'forward passes':>15} {'seconds':>9} {'s/utt':>7}")
+    print(f"{'run':32} {'utts':>5} {'forward passes':>15} {'seconds':>9} {'s/utt':>7} {'features':>9} {'prefill':>8} {'after':>8}")
     for k, v in r.items():
-        print(f"{k:32} {v['utterances']:>5} {v['forward_passes']:>15} {v['seconds']:>9.1f} {v['seconds'] / v['utterances']:>7.3f}")
+        print(f"{k:32} {v['utterances']:>5} {v['forward_passes']:>15} {v['seconds']:>9.1f} {v['seconds'] / v['utterances']:>7.3f}"
+              f" {v['features_s']:>9.1f} {v['prefill_s']:>8.1f} {v['after_prefill_s']:>8.1f}")
     print(json.dumps({k: out[k] for k in ("constrained_parse_rate", "free_parse_rate", "free_scores_equal_constrained_where_both_parse", "ratios")}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from lmm_apa.infer.logits import logits_only_at
 from lmm_apa.prompts.template import Slot, Template, format_score
 
 
@@ -75,9 +76,18 @@ def template_segments(template: Template) -> tuple[list[tuple[str, Slot]], str]:
 # --------------------------------------------------------------------------- tokenization
 
 
-def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    return [list(x) for x in enc["input_ids"]], [[tuple(o) for o in x] for x in enc["offset_mapping"]]
+def _tokenize(tokenizer, texts: list[str], memo: dict | None = None) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """Token ids and character offsets of each text (fresh lists: callers extend them). ``memo``
+    (one dict per decoding call) remembers texts already tokenized: score slots in a batch often
+    share their windowed text (the same word or phone before the same score)."""
+    key = tuple(texts)
+    hit = memo.get(key) if memo is not None else None
+    if hit is None:
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        hit = ([tuple(x) for x in enc["input_ids"]], [tuple(tuple(o) for o in x) for x in enc["offset_mapping"]])
+        if memo is not None:
+            memo[key] = hit
+    return [list(x) for x in hit[0]], [list(x) for x in hit[1]]
 
 
 @dataclass
@@ -100,6 +110,7 @@ def slot_candidates(
     terminator_id: int | None,
     committed_starts: Sequence[int] | None = None,
     window: int = 8,
+    memo: dict | None = None,
 ) -> SlotCandidates:
     """Token sequences of each choice of a slot, from whole-text tokenization (see module doc).
 
@@ -116,7 +127,7 @@ def slot_candidates(
     k0 = n - window if (committed_starts is not None and n > window) else 0
     while True:
         c0 = committed_starts[k0] if k0 else 0
-        ids, offsets = _tokenize(tokenizer, [text_before[c0:] + v + text_after for v in values])
+        ids, offsets = _tokenize(tokenizer, [text_before[c0:] + v + text_after for v in values], memo)
         if k0 == 0 or all(i[: n - k0] == list(committed[k0:]) for i in ids):
             break
         k0 = 0  # the window start was not a clean token boundary: tokenize everything
@@ -245,7 +256,8 @@ def constrained_decode(
     attn_t = prefill["attention_mask"].bool()
     device = attn_t.device
     position_ids = (attn_t.long().cumsum(-1) - 1).masked_fill(~attn_t, 0)
-    out = model(**prefill, position_ids=position_ids, use_cache=True)
+    with logits_only_at(model, slice(-1, None)):  # the prompt's last position is all the prefill gives
+        out = model(**prefill, position_ids=position_ids, use_cache=True)
     cache = out.past_key_values
     dtype = out.logits.dtype
     neg = torch.finfo(dtype if dtype.is_floating_point else torch.float32).min
@@ -254,6 +266,7 @@ def constrained_decode(
     attn2d = attn_t.cpu().numpy()  # which cache positions are real, per row (grows with each chunk)
     next_pos = attn2d.sum(-1).astype(np.int64)  # next position id per row
     del out
+    memo: dict = {}
 
     while not all(r.done for r in rows):
         plans = []
@@ -264,7 +277,7 @@ def constrained_decode(
             literal, slot = r.segments[r.k]
             after = r.segments[r.k + 1][0] if r.k + 1 < len(r.segments) else r.trailing
             cand = slot_candidates(tokenizer, r.committed, r.text + literal, slot.choices, after, terminator_id,
-                                   committed_starts=r.committed_starts)
+                                   committed_starts=r.committed_starts, memo=memo)
             nodes, predictors = candidate_tree(cand.seqs)
             plans.append((cand, nodes, predictors))
         B = len(rows)
@@ -303,10 +316,7 @@ def constrained_decode(
                         a = nodes[a][1]
         mask = torch.zeros((B, 1, Q, past + Q), dtype=dtype, device=device)
         mask.masked_fill_(~torch.from_numpy(allowed).to(device)[:, None], neg)
-        out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
-                    position_ids=torch.from_numpy(pos).to(device), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        # one log-softmax over every position a probability is read from
+        # the positions whose logits are read: each row's last known token and the tree nodes
         rows_idx, q_idx = [], []
         for b, p in enumerate(plans):
             if p is None:
@@ -317,7 +327,15 @@ def constrained_decode(
                 q_idx.append(f - 1)
             rows_idx += [b] * len(p[1])
             q_idx += list(range(F, F + len(p[1])))
-        sel = torch.log_softmax(out.logits[rows_idx, q_idx].float(), dim=-1) if rows_idx else None
+        columns = sorted(set(q_idx)) or [Q - 1]
+        column = {q: j for j, q in enumerate(columns)}
+        with logits_only_at(model, columns):
+            out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
+                        position_ids=torch.from_numpy(pos).to(device), past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        # one log-softmax over every position a probability is read from
+        sel = (torch.log_softmax(out.logits[rows_idx, [column[q] for q in q_idx]].float(), dim=-1)
+               if rows_idx else None)
         # gather every probability the candidates need with two indexing ops (not one tiny op each)
         k = 0
         node_base = {}

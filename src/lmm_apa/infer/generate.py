@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lmm_apa.infer.logits import logits_only_at
 from lmm_apa.prompts.template import Template, render
 
 DECODINGS = ("free", "constrained")
@@ -68,10 +69,11 @@ def generate_free(backbone, audios: Sequence[np.ndarray], prompts: Sequence[str]
     model = backbone.model
     batch = to_device(backbone.build_batch(list(audios), list(prompts)), model_device(model))
     eos = backbone.eos_token_ids
-    out = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-        eos_token_id=eos, pad_token_id=backbone.pad_token_id,
-    )
+    with logits_only_at(model, slice(-1, None)):  # generate reads the last position only
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            eos_token_id=eos, pad_token_id=backbone.pad_token_id,
+        )
     new = out[:, batch["input_ids"].shape[1]:].tolist()
     decoded = []
     for row in new:
