@@ -480,6 +480,19 @@ The corpus checks that a pipeline learns; it says nothing about real learners' s
 """
 
 
+def speech_samples(n: int = 24, seed: int = 0) -> list[np.ndarray]:
+    """``n`` synthetic readings (float32, 16 kHz) across the proficiency range, in memory: speech-like
+    audio for statistics where no real speech may be downloaded, e.g. the feature normalisation a
+    real Phi-4-multimodal checkpoint ships and a tiny random one must be given (lmm_apa.models.tiny)."""
+    speakers = _speakers(n, seed)
+    sentences = sentence_pool(seed)
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 7, i])
+        out.append(synthesize(plan_utterance(rng, speakers[i // UTTERANCES_PER_SPEAKER], sentences), rng))
+    return out
+
+
 def write_synthetic_corpus(
     out: str | Path,
     n_utterances: int = 300,

@@ -96,6 +96,47 @@ def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) ->
     processor.save_pretrained(out)
 
 
+def _speech_cmvn(feature_extractor, seed: int):
+    """Per-mel-bin mean and 1/std of Phi-4-multimodal's log-mel features over synthetic speech.
+
+    Why: the real checkpoint ships these statistics (``encoder_embedding.global_mean`` /
+    ``global_invstd``) and its encoder sees normalised features; left at their init (0 and 1) a
+    random encoder sees raw log-mels (mean ~15, s.d. ~5), mostly their offset. (On its own this did
+    not make the tiny model learn from the audio; ``_pass_through_init`` did.)"""
+    import numpy as np
+    import torch
+
+    from lmm_apa.data.synth import speech_samples
+
+    feats = [feature_extractor(wav, sampling_rate=16000, return_tensors="np")["audio_input_features"][0]
+             for wav in speech_samples(n=24, seed=seed)]
+    frames = np.concatenate(feats).astype(np.float64)
+    return (torch.tensor(frames.mean(0), dtype=torch.float32),
+            torch.tensor(1.0 / np.maximum(frames.std(0), 1e-3), dtype=torch.float32))
+
+
+def _pass_through_init(part) -> None:
+    """Variance-preserving (He) init of Phi-4-multimodal's convolutional subsampling and speech
+    projector.
+
+    Why: transformers initialises these layers with N(0, 0.02). In the subsampling (five
+    convolutions and a projection) each layer then scales the signal by ~0.1, and a random
+    encoder's subsampling output is ~1e-7 of its input, below the conformer's LayerNorm epsilon: the
+    language model receives no audio content at all, only the number of audio tokens (measured:
+    held-out sentence accuracy PCC 0.39, fluency, which pauses make longer, 0.73). The projector at
+    N(0, 0.02) then shrinks what is left to the scale of the text embeddings' init; with He init
+    the tiny model's audio reaches its language model as loudly as Qwen2-Audio's does (accuracy PCC
+    0.85 on the same run). The real checkpoint's trained layers pass their input through; so must a
+    tiny random one that is meant to learn from it."""
+    import torch
+
+    for module in part.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+
+
 def _save_phi4_mm(out: Path, seed: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -134,13 +175,21 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
         **TEXT,
     )
     model = Phi4MultimodalForCausalLM(config)
+    feature_extractor = Phi4MultimodalFeatureExtractor()
+    encoder = model.model.embed_tokens_extend.audio_embed.encoder
+    mean, invstd = _speech_cmvn(feature_extractor, seed)
+    encoder.encoder_embedding.global_mean.copy_(mean)
+    encoder.encoder_embedding.global_invstd.copy_(invstd)
+    audio_embed = model.model.embed_tokens_extend.audio_embed
+    for part in (encoder.embed, audio_embed.up_proj_for_speech, audio_embed.down_proj_for_speech):
+        _pass_through_init(part)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids[phi4_mm.END_OF_TURN], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    Phi4MultimodalFeatureExtractor().save_pretrained(out)
+    feature_extractor.save_pretrained(out)
     # The checkpoint's own speech LoRA, random here (both matrices, so it is not a no-op).
     targets = rf"^{phi4_mm.LORA_LAYERS_PREFIX}\.\d+\..*\.({'|'.join(phi4_mm.LORA_TARGET_MODULES)})$"
     torch.manual_seed(seed + 1)
