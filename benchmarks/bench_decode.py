@@ -75,6 +75,8 @@ def phase_timer(backbone):
     the decoding method changes."""
     import torch
 
+    from lmm_apa.infer.generate import model_device
+
     phases = {"features": 0.0, "prefill": 0.0}
     build, start = backbone.build_batch, []
 
@@ -91,7 +93,7 @@ def phase_timer(backbone):
 
     def post(_m, _a, kwargs, _out):
         if start:
-            if backbone.model.device.type == "cuda":
+            if model_device(backbone.model).type == "cuda":
                 torch.cuda.synchronize()
             phases["prefill"] += time.perf_counter() - start.pop()
 

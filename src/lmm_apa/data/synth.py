@@ -480,17 +480,25 @@ The corpus checks that a pipeline learns; it says nothing about real learners' s
 """
 
 
+def _draw_reading(rng: np.random.Generator, speaker: dict, sentences: list[list[str]]) -> tuple[dict, np.ndarray]:
+    """One reading's plan and audio; the rare reading that would not fit MAX_SECONDS is redrawn from
+    the same ``rng`` (deterministic)."""
+    for _ in range(20):
+        plan = plan_utterance(rng, speaker, sentences)
+        wav = synthesize(plan, rng)
+        if len(wav) <= MAX_SECONDS * SAMPLE_RATE:
+            break
+    return plan, wav
+
+
 def speech_samples(n: int = 24, seed: int = 0) -> list[np.ndarray]:
     """``n`` synthetic readings (float32, 16 kHz) across the proficiency range, in memory: speech-like
     audio for statistics where no real speech may be downloaded, e.g. the feature normalisation a
     real Phi-4-multimodal checkpoint ships and a tiny random one must be given (lmm_apa.models.tiny)."""
     speakers = _speakers(n, seed)
     sentences = sentence_pool(seed)
-    out = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, 7, i])
-        out.append(synthesize(plan_utterance(rng, speakers[i // UTTERANCES_PER_SPEAKER], sentences), rng))
-    return out
+    return [_draw_reading(np.random.default_rng([seed, 7, i]), speakers[i // UTTERANCES_PER_SPEAKER], sentences)[1]
+            for i in range(n)]
 
 
 def write_synthetic_corpus(
@@ -521,11 +529,7 @@ def write_synthetic_corpus(
         spk = speakers[i // UTTERANCES_PER_SPEAKER]
         uid = f"{spk['id']}{i % UTTERANCES_PER_SPEAKER + 1:05d}"
         rng = np.random.default_rng([seed, 0, i])
-        for _ in range(20):  # redraw the rare reading that would not fit MAX_SECONDS (same rng: deterministic)
-            plan = plan_utterance(rng, spk, sentences)
-            wav = synthesize(plan, rng)
-            if len(wav) <= MAX_SECONDS * SAMPLE_RATE:
-                break
+        plan, wav = _draw_reading(rng, spk, sentences)
         if silence:  # the quiet-room noise floor only (digitally silent files are, rightly, refused by
             # load_audio), and one length for all: a silence as long as the reading would still tell the
             # model its duration, i.e. its pauses and dropped phones -- information about the scores

@@ -176,12 +176,11 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
     )
     model = Phi4MultimodalForCausalLM(config)
     feature_extractor = Phi4MultimodalFeatureExtractor()
-    encoder = model.model.embed_tokens_extend.audio_embed.encoder
-    mean, invstd = _speech_cmvn(feature_extractor, seed)
-    encoder.encoder_embedding.global_mean.copy_(mean)
-    encoder.encoder_embedding.global_invstd.copy_(invstd)
     audio_embed = model.model.embed_tokens_extend.audio_embed
-    for part in (encoder.embed, audio_embed.up_proj_for_speech, audio_embed.down_proj_for_speech):
+    mean, invstd = _speech_cmvn(feature_extractor, seed)
+    audio_embed.encoder.encoder_embedding.global_mean.copy_(mean)
+    audio_embed.encoder.encoder_embedding.global_invstd.copy_(invstd)
+    for part in (audio_embed.encoder.embed, audio_embed.up_proj_for_speech, audio_embed.down_proj_for_speech):
         _pass_through_init(part)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids[phi4_mm.END_OF_TURN], ids["<|endoftext|>"]],
