@@ -5,6 +5,9 @@ What it measures, over the same utterances (the synthetic corpus by default):
 - wall time;
 - for free generation, the parse rate, and whether the scores equal the constrained argmax where
   both parse;
+- the constrained rows use the default look-ahead for the device and batch size
+  (``lmm_apa.infer.generate.default_lookahead``, printed); "constrained b1, no look-ahead" shows
+  what the speculative slots bring at batch 1;
 - "free (template answer)": free greedy generation forced, token by token, to emit exactly the
   constrained answer + end of turn (``prefix_allowed_tokens_fn``). Each step is a full forward, so
   this is the cost free decoding would have on a model that answers in the template; an untrained
@@ -30,12 +33,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: dict | None = None) -> dict:
+def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: dict | None = None,
+        lookahead: int | None = None) -> dict:
     import torch
 
     from lmm_apa.infer.constrained import count_forwards
     from lmm_apa.infer.generate import decode_batch, model_device, to_device
-    from lmm_apa.infer.logits import logits_only_at
+    from lmm_apa.models.logits import logits_only_at
     from lmm_apa.infer.predict import prepare, record
 
     recs, t0 = [], time.perf_counter()
@@ -44,7 +48,7 @@ def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: di
             chunk = [prepare(backbone, task, u) for u in utts[i : i + batch_size]]
             if forced_answers is None:
                 decoded = decode_batch(backbone, [p.audio for p in chunk], [p.prompt for p in chunk],
-                                       [p.template for p in chunk], decoding)
+                                       [p.template for p in chunk], decoding, lookahead=lookahead)
                 recs += [record(p.utt, task, d) for p, d in zip(chunk, decoded)]
                 continue
             # free greedy generation constrained to one known answer per row (the cost of free decoding
@@ -125,6 +129,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from lmm_apa.data.corpus import load_corpus
+    from lmm_apa.infer.generate import default_lookahead, model_device
     from lmm_apa.infer.predict import load_model
     from lmm_apa.prompts.tasks import get_task
 
@@ -153,6 +158,7 @@ def main() -> None:
     answers = {r["id"]: r["output"] for r in rows["constrained b16"]["records"]}
     rows["free (template answer) b16"] = run(backbone, task, utts, "free", 16, forced_answers=answers)
     rows["constrained b1"] = run(backbone, task, utts[:n1], "constrained", 1)
+    rows["constrained b1, no look-ahead"] = run(backbone, task, utts[:n1], "constrained", 1, lookahead=0)
     rows["free (template answer) b1"] = run(backbone, task, utts[:n1], "free", 1, forced_answers=answers)
 
     cons = {r["id"]: r for r in rows["constrained b16"]["records"]}
@@ -164,7 +170,9 @@ def main() -> None:
         "utterances": len(utts), "batch1_utterances": n1,
         "rows": {k: {"forward_passes": v["forward_passes"], "seconds": round(v["seconds"], 2),
                      **{x: round(v[x], 2) for x in ("features_s", "prefill_s", "after_prefill_s")},
-                     "utterances": n1 if k.endswith("b1") else len(utts)} for k, v in rows.items()},
+                     "utterances": n1 if (" b1" in k and "b16" not in k) else len(utts)} for k, v in rows.items()},
+        "lookahead": {"b16": default_lookahead(model_device(backbone.model), 16),
+                      "b1": default_lookahead(model_device(backbone.model), 1)},
         "constrained_parse_rate": sum(r["parse_ok"] for r in rows["constrained b16"]["records"]) / len(utts),
         "free_parse_rate": len(both) / len(utts),
         "free_scores_equal_constrained_where_both_parse": f"{same}/{len(both)}",
@@ -185,7 +193,7 @@ def main() -> None:
     for k, v in r.items():
         print(f"{k:32} {v['utterances']:>5} {v['forward_passes']:>15} {v['seconds']:>9.1f} {v['seconds'] / v['utterances']:>7.3f}"
               f" {v['features_s']:>9.1f} {v['prefill_s']:>8.1f} {v['after_prefill_s']:>8.1f}")
-    print(json.dumps({k: out[k] for k in ("constrained_parse_rate", "free_parse_rate", "free_scores_equal_constrained_where_both_parse", "ratios")}, indent=2))
+    print(json.dumps({k: out[k] for k in ("lookahead", "constrained_parse_rate", "free_parse_rate", "free_scores_equal_constrained_where_both_parse", "ratios")}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--decodings", default="constrained,free", help="comma list of constrained, free")
     p.add_argument("--sort-by-length", action="store_true")
     p.add_argument("--task", default="full")
+    p.add_argument("--lookahead", type=int, default=None,
+                   help="constrained decoding's speculative slots per forward (default: lmm_apa's default for the device)")
     args = p.parse_args(argv)
     args.decodings = [d.strip() for d in args.decodings.split(",") if d.strip()]
     bad = [d for d in args.decodings if d not in ("constrained", "free")]
@@ -64,7 +66,7 @@ def parse_args(argv=None):
     return args
 
 
-def run_set(backbone, task, utts, decoding: str, batch_size: int, device: str) -> dict:
+def run_set(backbone, task, utts, decoding: str, batch_size: int, device: str, lookahead: int | None = None) -> dict:
     """Every utterance through ``assess_utterances`` in batches; wall time, records, passes."""
     from lmm_apa.infer.constrained import count_forwards
     from lmm_apa.infer.predict import assess_utterances
@@ -74,7 +76,7 @@ def run_set(backbone, task, utts, decoding: str, batch_size: int, device: str) -
     t0 = time.perf_counter()
     with count_forwards(backbone.model) as passes:
         for i in range(0, len(utts), batch_size):
-            records.extend(assess_utterances(backbone, task, utts[i : i + batch_size], decoding))
+            records.extend(assess_utterances(backbone, task, utts[i : i + batch_size], decoding, lookahead))
     fs.sync(device)
     seconds = time.perf_counter() - t0
     errors = [r["error"] for r in records if "error" in r]
@@ -90,15 +92,15 @@ def run_set(backbone, task, utts, decoding: str, batch_size: int, device: str) -
     }
 
 
-def latency(backbone, task, utt, decoding: str, repeats: int, device: str) -> dict:
+def latency(backbone, task, utt, decoding: str, repeats: int, device: str, lookahead: int | None = None) -> dict:
     from lmm_apa.infer.predict import assess_utterances
 
-    rec = assess_utterances(backbone, task, [utt], decoding)[0]  # warm-up
+    rec = assess_utterances(backbone, task, [utt], decoding, lookahead)[0]  # warm-up
     times = []
     for _ in range(repeats):
         fs.sync(device)
         t0 = time.perf_counter()
-        rec = assess_utterances(backbone, task, [utt], decoding)[0]
+        rec = assess_utterances(backbone, task, [utt], decoding, lookahead)[0]
         fs.sync(device)
         times.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats,
@@ -133,10 +135,10 @@ def main(argv=None) -> dict:
     results: dict = {}
     for decoding in args.decodings:
         subset = utts if decoding == "constrained" else utts[: args.free_utterances]
-        run_set(backbone, task, subset[: args.batch_size], decoding, args.batch_size, device)  # warm-up batch
-        tp = run_set(backbone, task, subset, decoding, args.batch_size, device)
+        run_set(backbone, task, subset[: args.batch_size], decoding, args.batch_size, device, args.lookahead)  # warm-up batch
+        tp = run_set(backbone, task, subset, decoding, args.batch_size, device, args.lookahead)
         tp["projected_2500_s"] = SO762_TEST_UTTERANCES / tp["utt_per_s"]
-        results[decoding] = {"throughput": tp, "latency": latency(backbone, task, one, decoding, args.steps, device)}
+        results[decoding] = {"throughput": tp, "latency": latency(backbone, task, one, decoding, args.steps, device, args.lookahead)}
     mem = fs.device_memory(device)
 
     figures = {
@@ -152,6 +154,7 @@ def main(argv=None) -> dict:
         "params_total": fs.count_params(backbone.model),
         "batch_size": args.batch_size,
         "sort_by_length": args.sort_by_length,
+        "lookahead": args.lookahead if args.lookahead is not None else "default",
         "latency_utterance": {"seconds": args.seconds, "words": len(one.words), "slots": len(template.slots),
                               "prompt_tokens_text": prompt_tokens, "answer_tokens": answer_tokens,
                               "free_max_new_tokens": max_new_tokens_for(backbone.tokenizer, template)},

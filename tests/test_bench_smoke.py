@@ -34,7 +34,7 @@ def train_figures(tmp_path_factory):
 def decode_figures():
     import bench_gpu_decode
 
-    return bench_gpu_decode.main(SMALL + ["--utterances", "1", "--batch-size", "1", "--steps", "1"])
+    return bench_gpu_decode.main(SMALL + ["--utterances", "1", "--batch-size", "1", "--steps", "1", "--lookahead", "0"])
 
 
 def test_train_smoke_runs_our_step_and_reports_finite_figures(train_figures):

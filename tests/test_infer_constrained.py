@@ -134,17 +134,21 @@ def test_slot_candidates_multi_token_ten(toy_tokenizers):
     assert tg.decode(c.committed_after) == "Sentence Scores:"
 
 
-@pytest.mark.parametrize("tok_name", ["qwen2", "o200k", "gpt2"])
-def test_constrained_matches_brute_force_and_rendered_ids(toy_tokenizers, tok_name):
+@pytest.mark.parametrize("tok_name,lookahead", [("qwen2", 0), ("o200k", 0), ("gpt2", 0), ("qwen2", 3), ("gpt2", 2)])
+def test_constrained_matches_brute_force_and_rendered_ids(toy_tokenizers, tok_name, lookahead):
     tok = toy_tokenizers[tok_name]
     model = _toy_model(len(tok))
     term = tok.convert_tokens_to_ids(TERM)
     prompts = ["Rate this: WE CALL IT BEAR.\n", "Score it.\n"]
     templates = [full_template(["WE", "CALL"], [["W", "IY0"], ["K", "AO0", "L"]]), apa_template()]
     with count_forwards(model) as n:
-        results = constrained_decode(model, tok, _prefill(tok, prompts), templates, term, pad_id=tok.pad_token_id)
+        results = constrained_decode(model, tok, _prefill(tok, prompts), templates, term, pad_id=tok.pad_token_id,
+                                     lookahead=lookahead)
     n_slots = max(len(t.slots) for t in templates)
-    assert n[0] == 1 + n_slots  # one prefill, then exactly one forward per slot
+    if lookahead == 0:
+        assert n[0] == 1 + n_slots  # one prefill, then exactly one forward per slot
+    else:
+        assert n[0] <= 1 + n_slots  # look-ahead never adds forwards (and the results below are unchanged)
     for prompt, t, res in zip(prompts, templates, results):
         # 1. output is the template rendered with the argmax values, and its token ids are the
         #    tokenizer's own ids for that text (what training used)
@@ -166,7 +170,8 @@ def test_constrained_matches_brute_force_and_rendered_ids(toy_tokenizers, tok_na
     assert any(max(p) < 0.99 for p in results[0].probs.values())
 
 
-def test_batch_invariance(toy_tokenizers):
+@pytest.mark.parametrize("lookahead", [0, 2])
+def test_batch_invariance(toy_tokenizers, lookahead):
     tok = toy_tokenizers["qwen2"]
     model = _toy_model(len(tok), seed=1)
     term = tok.convert_tokens_to_ids(TERM)
@@ -177,9 +182,11 @@ def test_batch_invariance(toy_tokenizers):
         full_template(["IT", "BEAR", "NOW"], [["IH0", "T"], ["B", "EH0", "R"], ["N", "AW1"]]),
         apa_template(),
     ]
-    batched = constrained_decode(model, tok, _prefill(tok, prompts), templates, term, pad_id=tok.pad_token_id)
+    batched = constrained_decode(model, tok, _prefill(tok, prompts), templates, term, pad_id=tok.pad_token_id,
+                                 lookahead=lookahead)
     for i in range(4):
-        single = constrained_decode(model, tok, _prefill(tok, [prompts[i]]), [templates[i]], term, pad_id=tok.pad_token_id)[0]
+        single = constrained_decode(model, tok, _prefill(tok, [prompts[i]]), [templates[i]], term,
+                                    pad_id=tok.pad_token_id)[0]
         assert single.values == batched[i].values
         for key in single.probs:
             assert single.probs[key] == pytest.approx(batched[i].probs[key], abs=1e-5)
@@ -229,3 +236,41 @@ def test_windowed_tokenization_equals_whole_text(toy_tokenizers, tok_name):
         committed, starts = windowed.committed_after, windowed.starts_after
         assert len(starts) == len(committed)
         text = text + lit + str(slot.choices[k % len(slot.choices)])
+
+
+def test_lookahead_takes_fewer_forwards_and_changes_nothing(toy_tokenizers):
+    """Scores in streaks (as in SO762: most phones and words are 10): a model that has memorised such
+    an answer makes the look-ahead guesses right, so several slots are decided per forward; the
+    values and every distribution equal one-slot-per-forward decoding, wrong guesses included
+    (the sentence 8s follow nothing, the phone 4 breaks a streak of 10s)."""
+    tok = toy_tokenizers["qwen2"]
+    model = _toy_model(len(tok), seed=3)
+    term = tok.convert_tokens_to_ids(TERM)
+    prompt = "Rate this: WE CALL IT.\n"
+    t = full_template(["WE", "CALL", "IT"], [["W", "IY0"], ["K", "AO0", "L"], ["IH0", "T"]])
+    values = {s.key: 10 for s in t.slots}
+    values.update({("sentence", a, None): 8 for a in ("accuracy", "fluency", "prosodic", "completeness", "total")})
+    values[("phone", "accuracy", (1, 1))] = 4
+    x = torch.tensor([tok(prompt + render(t, values), add_special_tokens=False)["input_ids"] + [term]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(40):  # memorise the answer (seconds)
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    runs = {}
+    for lookahead in (0, 3):
+        with count_forwards(model) as n:
+            res = constrained_decode(model, tok, _prefill(tok, [prompt]), [t], term, pad_id=tok.pad_token_id,
+                                     lookahead=lookahead)[0]
+        runs[lookahead] = (res, n[0])
+    (base, n0), (ahead, n3) = runs[0], runs[3]
+    assert base.values == values  # the model learnt the answer (else the test says nothing)
+    assert ahead.values == base.values and ahead.text == base.text
+    for key, probs in base.probs.items():
+        assert ahead.probs[key] == pytest.approx(probs, abs=1e-5)
+    assert n0 == 1 + len(t.slots)
+    print(f"\nforwards: {n0} one slot at a time, {n3} with look-ahead 3")
+    assert n3 <= 1 + len(t.slots) // 2  # at least two slots per forward on average

@@ -88,6 +88,11 @@ def test_constrained_on_backbone_parses_and_matches_rendered_ids(arch, request, 
     r = constrained_decode(bb.model, bb.tokenizer, prompt_batch, [p.template], term, pad_id=bb.pad_token_id)[0]
     if arch == "qwen":  # Qwen2-Audio is batch-invariant: the batched row equals the single one
         assert r.values == res[0].values
+    ahead = constrained_decode(bb.model, bb.tokenizer, prompt_batch, [p.template], term, pad_id=bb.pad_token_id,
+                               lookahead=3)[0]  # speculative slots change nothing on the real architectures
+    assert ahead.values == r.values and ahead.text == r.text
+    for key, probs in r.probs.items():
+        assert ahead.probs[key] == pytest.approx(probs, abs=1e-5), key
     with torch.no_grad():
         prompt_out = bb.model(**prompt_batch, use_cache=True)
     n_prompt = prompt_batch["input_ids"].shape[1]

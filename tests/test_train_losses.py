@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from lmm_apa.train.losses import (
+    answer_positions,
     answer_token_nll,
     dpo_loss,
+    first_rows,
     sequence_logps,
     simpo_ce_loss,
     simpo_loss,
@@ -70,6 +72,26 @@ def test_sequence_logps_rejects_misaligned_shapes():
     logits, labels = _batch()
     with pytest.raises(ValueError, match="disagree"):
         sequence_logps(logits[:, :-1], labels)
+
+
+def test_packed_answer_logits_give_the_same_losses():
+    """The trainer asks the model for the answer positions only (``answer_positions`` +
+    ``logits_only_at``): the losses read from that packed form equal those from full logits."""
+    logits, labels = _batch()
+    keep = answer_positions(labels)
+    assert keep.sum() == labels[:, 1:].ne(-100).sum()
+    assert not keep[:, -1].any()  # the last position predicts nothing
+    packed = logits[keep].unsqueeze(0)
+    for average in (True, False):
+        torch.testing.assert_close(sequence_logps(packed, labels, average=average),
+                                   sequence_logps(logits, labels, average=average))
+    for reduction in ("mean", "sum"):
+        torch.testing.assert_close(answer_token_nll(packed, labels, reduction=reduction),
+                                   answer_token_nll(logits, labels, reduction=reduction))
+    torch.testing.assert_close(answer_token_nll(*first_rows(packed, labels, 2)),
+                               answer_token_nll(logits[:2], labels[:2]))  # SimPO's CE on the chosen rows
+    with pytest.raises(ValueError, match="packed"):
+        sequence_logps(packed[:, 1:], labels)  # one answer position missing
 
 
 def test_answer_token_nll_is_the_token_mean_cross_entropy():

@@ -97,6 +97,9 @@ def predict(
     limit: Optional[int] = typer.Option(None, "--limit", help="assess only the first N utterances"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu / cuda (default: cuda when available)"),
     backend: str = typer.Option("hf", "--backend", help="hf | vllm"),
+    lookahead: Optional[int] = typer.Option(
+        None, "--lookahead", min=0,
+        help="constrained decoding: speculative score slots per forward (default: 4 on a GPU; on a CPU 2 at batch <= 4, else 0); results are identical"),
 ) -> None:
     """Batch assessment: one JSON line per utterance, errors recorded per line."""
     from lmm_apa.infer.predict import predict_corpus
@@ -104,7 +107,7 @@ def predict(
     try:
         summary = predict_corpus(
             source, model=model, adapter=adapter, task=task, out=out, decoding=decoding, split=split,
-            batch_size=batch_size, limit=limit, device=device, backend=backend,
+            batch_size=batch_size, limit=limit, device=device, backend=backend, lookahead=lookahead,
         )
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))

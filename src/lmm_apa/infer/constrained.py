@@ -31,6 +31,7 @@ padding inside a chunk is masked and keeps no position.
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -38,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from lmm_apa.infer.logits import logits_only_at
+from lmm_apa.models.logits import logits_only_at
 from lmm_apa.prompts.template import Slot, Template, format_score
 
 
@@ -90,6 +91,23 @@ def _tokenize(tokenizer, texts: list[str], memo: dict | None = None) -> tuple[li
     return [list(x) for x in hit[0]], [list(x) for x in hit[1]]
 
 
+_MEMOS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+MEMO_LIMIT = 200_000  # texts remembered per tokenizer (a few tens of MB at most)
+
+
+def tokenization_memo(tokenizer) -> dict:
+    """The tokenization memo of one tokenizer, kept across decoding calls: a corpus repeats its
+    words, phones and score contexts, so later batches mostly hit it. Emptied when it outgrows
+    ``MEMO_LIMIT``; dropped with the tokenizer."""
+    try:
+        memo = _MEMOS.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: a memo for this call only
+        return {}
+    if len(memo) > MEMO_LIMIT:
+        memo.clear()
+    return memo
+
+
 @dataclass
 class SlotCandidates:
     """What one slot needs: the tokens every choice shares beyond what is committed (``feed``) and,
@@ -109,7 +127,7 @@ def slot_candidates(
     text_after: str,
     terminator_id: int | None,
     committed_starts: Sequence[int] | None = None,
-    window: int = 8,
+    window: int = 3,
     memo: dict | None = None,
 ) -> SlotCandidates:
     """Token sequences of each choice of a slot, from whole-text tokenization (see module doc).
@@ -191,6 +209,29 @@ def candidate_tree(seqs: Sequence[Sequence[int]]) -> tuple[list[tuple[int, int, 
     return nodes, predictors
 
 
+def tree_plan(seqs: Sequence[Sequence[int]], cache: dict | None = None) -> tuple[list, list, np.ndarray, np.ndarray, np.ndarray]:
+    """``candidate_tree`` plus what a forward needs of it, as arrays: node tokens, node depths and
+    the (nodes x nodes) "may attend" matrix (each node sees itself and its ancestors). Slots with the
+    same candidate sequences (most of them: the same choices before the same boundary) share one
+    plan through ``cache``."""
+    key = tuple(map(tuple, seqs))
+    hit = cache.get(key) if cache is not None else None
+    if hit is None:
+        nodes, predictors = candidate_tree(seqs)
+        n = len(nodes)
+        sees = np.eye(n, dtype=bool)
+        for i, (_, parent, _) in enumerate(nodes):
+            a = parent
+            while a != -1:
+                sees[i, a] = True
+                a = nodes[a][1]
+        hit = (nodes, predictors, np.array([t for t, _, _ in nodes], dtype=np.int64),
+               np.array([d for _, _, d in nodes], dtype=np.int64), sees)
+        if cache is not None:
+            cache[key] = hit
+    return hit
+
+
 # --------------------------------------------------------------------------- counting passes
 
 
@@ -221,6 +262,8 @@ class _Row:
     committed: list[int] = field(default_factory=list)
     committed_starts: list[int] = field(default_factory=list)
     result: DecodeResult = field(default_factory=lambda: DecodeResult(text=""))
+    last_value: int | None = None  # the row's last chosen value (look-ahead guesses)
+    last_by_aspect: dict = field(default_factory=dict)  # (level, aspect) -> last chosen value
 
     @property
     def done(self) -> bool:
@@ -237,6 +280,63 @@ def _cache_drop_last(cache, n: int) -> None:
         raise ValueError(f"constrained decoding needs a croppable KV cache; {type(cache).__name__} refused: {e}") from e
 
 
+@dataclass
+class _Stage:
+    """One slot planned into a forward: its candidates, their tree, and where both sit in the chunk."""
+
+    slot: Slot
+    cand: SlotCandidates
+    nodes: list
+    predictors: list
+    node_tokens: np.ndarray
+    node_depths: np.ndarray
+    sees: np.ndarray
+    guess: int | None = None  # the value assumed for this slot by the NEXT stage (None: last stage)
+    feed_at: int = 0  # chunk column of its first feed token
+    tree_at: int = 0  # chunk column of its first tree node
+    pos_at: int = 0  # position id of its first feed token
+
+
+def _guess(row: "_Row", slot: Slot) -> int:
+    """The value a look-ahead stage assumes for ``slot``: this row's last choice for the same level
+    and aspect, else its last choice of any slot, else the top of the scale. Scores run in streaks
+    (most phones of a good reading are 10), so the guess is usually right; a wrong guess costs only
+    the speculative stages, never correctness."""
+    value = row.last_by_aspect.get(slot.key[:2], row.last_value)
+    return value if value in slot.choices else slot.choices[-1]
+
+
+def _plan_row(tokenizer, r: "_Row", terminator_id, memo, trees, lookahead: int) -> list[_Stage]:
+    """Stage 0 is the row's next slot in its true context; stage j >= 1 is the slot after, in the
+    context where every earlier stage took its ``guess``. A speculative stage that cannot be planned
+    (no feed token to predict from, or a tokenization the decoder refuses) ends the look-ahead there:
+    it will be planned again, as stage 0, in the true context."""
+    stages: list[_Stage] = []
+    committed, starts, text = r.committed, r.committed_starts, r.text
+    for j in range(lookahead + 1):
+        k = r.k + j
+        if k >= len(r.segments):
+            break
+        literal, slot = r.segments[k]
+        after = r.segments[k + 1][0] if k + 1 < len(r.segments) else r.trailing
+        try:
+            cand = slot_candidates(tokenizer, committed, text + literal, slot.choices, after, terminator_id,
+                                   committed_starts=starts, memo=memo)
+        except ValueError:
+            if j == 0:
+                raise
+            break
+        if j and not cand.feed:
+            break
+        if stages:
+            stages[-1].guess = guess
+        stages.append(_Stage(slot, cand, *tree_plan(cand.seqs, trees)))
+        guess = _guess(r, slot)
+        text = text + literal + format_score(guess)
+        committed, starts = cand.committed_after, cand.starts_after
+    return stages
+
+
 @torch.no_grad()
 def constrained_decode(
     model,
@@ -245,9 +345,20 @@ def constrained_decode(
     templates: Sequence[Template],
     terminator_id: int | None,
     pad_id: int = 0,
+    lookahead: int = 0,
 ) -> list[DecodeResult]:
     """Decode a batch of templates (one per row of ``prefill``, a left-padded ``build_batch``
-    output). Returns one ``DecodeResult`` per row, with exact per-slot distributions."""
+    output). Returns one ``DecodeResult`` per row, with exact per-slot distributions.
+
+    ``lookahead`` > 0 (speculative slots): each forward also carries the next ``lookahead`` slots of
+    every row, planned as if each earlier slot took a guessed value (``_guess``). Where the argmax
+    equals the guess, the next slot's distribution was computed in its true context and is taken as
+    is; at the first wrong guess the rest is dropped and planned again. Results are identical to
+    ``lookahead=0`` (tested); only the number of forwards changes: fewer when guesses hold, at the
+    price of longer chunks (worth it where a forward costs the same for 10 or 60 query tokens: a GPU,
+    or a CPU at batch 1)."""
+    if lookahead < 0:
+        raise ValueError(f"lookahead must be >= 0, got {lookahead}")
     rows = []
     for t in templates:
         segs, trailing = template_segments(t)
@@ -266,67 +377,78 @@ def constrained_decode(
     attn2d = attn_t.cpu().numpy()  # which cache positions are real, per row (grows with each chunk)
     next_pos = attn2d.sum(-1).astype(np.int64)  # next position id per row
     del out
-    memo: dict = {}
+    memo = tokenization_memo(tokenizer)
+    trees: dict = {}
 
     while not all(r.done for r in rows):
-        plans = []
-        for r in rows:
-            if r.done:
-                plans.append(None)
-                continue
-            literal, slot = r.segments[r.k]
-            after = r.segments[r.k + 1][0] if r.k + 1 < len(r.segments) else r.trailing
-            cand = slot_candidates(tokenizer, r.committed, r.text + literal, slot.choices, after, terminator_id,
-                                   committed_starts=r.committed_starts, memo=memo)
-            nodes, predictors = candidate_tree(cand.seqs)
-            plans.append((cand, nodes, predictors))
+        plans = [None if r.done else _plan_row(tokenizer, r, terminator_id, memo, trees, lookahead) for r in rows]
         B = len(rows)
-        F = max((len(p[0].feed) for p in plans if p), default=0)
-        T = max((len(p[1]) for p in plans if p), default=0)
-        Q = F + T
+        # chunk layout per row: [stage-0 feed (padded to F) | stage-0 tree | stage-1 feed | stage-1 tree | ...]
+        # only the first F columns (the stage-0 feeds, now certain) stay in the KV cache
+        F = max((len(p[0].cand.feed) for p in plans if p), default=0)
+        rest = []
+        for p in plans:
+            if p is None:
+                rest.append(0)
+                continue
+            col = F
+            for j, st in enumerate(p):
+                if j:
+                    st.feed_at = col
+                    col += len(st.cand.feed)
+                st.tree_at = col
+                col += len(st.nodes)
+            rest.append(col - F)
+        R = max(rest)
+        Q = F + R
         past = attn2d.shape[1]
-        # the chunk: [known tokens | candidate tree], built on the CPU with numpy (cheap), one mask
         ids = np.full((B, Q), pad_id, dtype=np.int64)
         pos = np.zeros((B, Q), dtype=np.int64)
         allowed = np.zeros((B, Q, past + Q), dtype=bool)
         allowed[:, np.arange(Q), past + np.arange(Q)] = True  # padding queries see themselves (no NaN)
         feed_real = np.zeros((B, F), dtype=bool)
+        causal = np.tril(np.ones((Q, Q), dtype=bool))
         for b, p in enumerate(plans):
             if p is None:
                 continue
-            cand, nodes, _ = p
-            f = len(cand.feed)
-            base = int(next_pos[b])
-            allowed[b, : f, :past] = attn2d[b]
-            if f:
-                ids[b, :f] = cand.feed
-                pos[b, :f] = base + np.arange(f)
-                feed_real[b, :f] = True
-                allowed[b, :f, past : past + f] = np.tril(np.ones((f, f), dtype=bool))
-            if nodes:
-                n = len(nodes)
-                ids[b, F : F + n] = [tok for tok, _, _ in nodes]
-                pos[b, F : F + n] = [base + f + depth - 1 for _, _, depth in nodes]
-                allowed[b, F : F + n, :past] = attn2d[b]
-                allowed[b, F : F + n, past : past + f] = True
-                for i, (_, parent, _) in enumerate(nodes):  # itself (set above) and its ancestors
-                    a = parent
-                    while a != -1:
-                        allowed[b, F + i, past + F + a] = True
-                        a = nodes[a][1]
+            path = []  # chunk columns of the (guessed) path so far: every stage's feed
+            at = int(next_pos[b])
+            for j, st in enumerate(p):
+                f = len(st.cand.feed)
+                st.pos_at = at
+                if f:
+                    cols = np.arange(st.feed_at, st.feed_at + f)
+                    ids[b, cols] = st.cand.feed
+                    pos[b, cols] = at + np.arange(f)
+                    allowed[b, cols, :past] = attn2d[b]
+                    if path:
+                        allowed[b, cols[:, None], past + np.array(path)[None, :]] = True
+                    allowed[b, cols, past + st.feed_at : past + st.feed_at + f] = causal[:f, :f]
+                    path += cols.tolist()
+                    if j == 0:
+                        feed_real[b, :f] = True
+                n = len(st.nodes)
+                if n:
+                    cols = np.arange(st.tree_at, st.tree_at + n)
+                    ids[b, cols] = st.node_tokens
+                    pos[b, cols] = at + f + st.node_depths - 1
+                    allowed[b, cols, :past] = attn2d[b]
+                    if path:
+                        allowed[b, cols[:, None], past + np.array(path)[None, :]] = True
+                    allowed[b, cols, past + st.tree_at : past + st.tree_at + n] = st.sees
+                at += f
         mask = torch.zeros((B, 1, Q, past + Q), dtype=dtype, device=device)
         mask.masked_fill_(~torch.from_numpy(allowed).to(device)[:, None], neg)
-        # the positions whose logits are read: each row's last known token and the tree nodes
+        # the positions whose logits are read: each stage's last feed token and its tree nodes
         rows_idx, q_idx = [], []
         for b, p in enumerate(plans):
-            if p is None:
-                continue
-            f = len(p[0].feed)
-            if f:
-                rows_idx.append(b)
-                q_idx.append(f - 1)
-            rows_idx += [b] * len(p[1])
-            q_idx += list(range(F, F + len(p[1])))
+            for st in p or ():
+                f = len(st.cand.feed)
+                if f:
+                    rows_idx.append(b)
+                    q_idx.append(st.feed_at + f - 1)
+                rows_idx += [b] * len(st.nodes)
+                q_idx += list(range(st.tree_at, st.tree_at + len(st.nodes)))
         columns = sorted(set(q_idx)) or [Q - 1]
         column = {q: j for j, q in enumerate(columns)}
         with logits_only_at(model, columns):
@@ -338,55 +460,79 @@ def constrained_decode(
                if rows_idx else None)
         # gather every probability the candidates need with two indexing ops (not one tiny op each)
         k = 0
-        node_base = {}
+        first_src, node_base = {}, {}  # (row, stage) -> row of ``sel`` (None: last_lp) / first node row
         for b, p in enumerate(plans):
-            if p is None:
-                continue
-            if len(p[0].feed):
-                last_lp[b] = sel[k]
-                k += 1
-            node_base[b] = k
-            k += len(p[1])
-        first_idx, node_idx = ([], []), ([], [])
+            for j, st in enumerate(p or ()):
+                if len(st.cand.feed):
+                    first_src[b, j] = k
+                    k += 1
+                else:
+                    first_src[b, j] = None
+                node_base[b, j] = k
+                k += len(st.nodes)
+        first_vals, node_vals = [], []
+        first_rows, first_toks, node_rows, node_toks = [], [], [], []
         for b, p in enumerate(plans):
-            if p is None:
-                continue
-            for seq, pred in zip(p[0].seqs, p[2]):
-                first_idx[0].append(b)
-                first_idx[1].append(seq[0])
-                for tok, node in zip(seq[1:], pred):
-                    node_idx[0].append(node_base[b] + node)
-                    node_idx[1].append(tok)
-        first_vals = last_lp[first_idx[0], first_idx[1]].double().tolist()
-        node_vals = sel[node_idx[0], node_idx[1]].double().tolist() if node_idx[0] else []
+            for j, st in enumerate(p or ()):
+                src = first_src[b, j]
+                for seq, pred in zip(st.cand.seqs, st.predictors):
+                    first_rows.append(-1 - b if src is None else src)
+                    first_toks.append(seq[0])
+                    for tok, node in zip(seq[1:], pred):
+                        node_rows.append(node_base[b, j] + node)
+                        node_toks.append(tok)
+        if first_rows:
+            from_last = [i for i, r_ in enumerate(first_rows) if r_ < 0]
+            from_sel = [i for i, r_ in enumerate(first_rows) if r_ >= 0]
+            first_vals = [0.0] * len(first_rows)
+            if from_last:
+                v = last_lp[[-1 - first_rows[i] for i in from_last], [first_toks[i] for i in from_last]].double().tolist()
+                for i, x in zip(from_last, v):
+                    first_vals[i] = x
+            if from_sel:
+                v = sel[[first_rows[i] for i in from_sel], [first_toks[i] for i in from_sel]].double().tolist()
+                for i, x in zip(from_sel, v):
+                    first_vals[i] = x
+        if node_rows:
+            node_vals = sel[node_rows, node_toks].double().tolist()
         fi = ni = 0
         for b, p in enumerate(plans):
             if p is None:
                 continue
-            cand, nodes, predictors = p
             r = rows[b]
-            scores = []
-            for seq in cand.seqs:
-                s_ = first_vals[fi]
-                fi += 1
-                for _ in seq[1:]:
-                    s_ += node_vals[ni]
-                    ni += 1
-                scores.append(s_)
-            top = max(scores)
-            weights = [math.exp(x - top) for x in scores]
-            total = sum(weights)
-            probs = [w / total for w in weights]
-            literal, slot = r.segments[r.k]
-            best = max(range(len(probs)), key=lambda i: probs[i])
-            r.result.values[slot.key] = int(slot.choices[best])
-            r.result.expected[slot.key] = float(sum(p_ * c for p_, c in zip(probs, slot.choices)))
-            r.result.probs[slot.key] = probs
-            r.text = r.text + literal + format_score(slot.choices[best])
-            r.committed = cand.committed_after
-            r.committed_starts = cand.starts_after
-            r.k += 1
-        _cache_drop_last(cache, T)
+            accepting = True
+            for j, st in enumerate(p):
+                scores = []
+                for seq in st.cand.seqs:
+                    s_ = first_vals[fi]
+                    fi += 1
+                    for _ in seq[1:]:
+                        s_ += node_vals[ni]
+                        ni += 1
+                    scores.append(s_)
+                if not accepting:
+                    continue  # computed in a context that did not happen: dropped
+                top = max(scores)
+                weights = [math.exp(x - top) for x in scores]
+                total = sum(weights)
+                probs = [w / total for w in weights]
+                literal, slot = r.segments[r.k]
+                best = max(range(len(probs)), key=lambda i: probs[i])
+                value = int(slot.choices[best])
+                r.result.values[slot.key] = value
+                r.result.expected[slot.key] = float(sum(p_ * c for p_, c in zip(probs, slot.choices)))
+                r.result.probs[slot.key] = probs
+                r.text = r.text + literal + format_score(value)
+                r.last_value = value
+                r.last_by_aspect[slot.key[:2]] = value
+                r.k += 1
+                accepting = st.guess is not None and st.guess == value
+            # only the stage-0 feed stays in the cache: that is what the row has committed
+            r.committed = p[0].cand.committed_after
+            r.committed_starts = p[0].cand.starts_after
+            if p[0].cand.feed:
+                last_lp[b] = sel[first_src[b, 0]]
+        _cache_drop_last(cache, R)
         attn2d = np.concatenate([attn2d, feed_real], axis=1)
         next_pos = next_pos + feed_real.sum(-1)
         del out, sel

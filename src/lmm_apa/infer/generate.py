@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lmm_apa.infer.logits import logits_only_at
+from lmm_apa.models.logits import logits_only_at
 from lmm_apa.prompts.template import Template, render
 
 DECODINGS = ("free", "constrained")
@@ -83,6 +83,16 @@ def generate_free(backbone, audios: Sequence[np.ndarray], prompts: Sequence[str]
     return decoded
 
 
+def default_lookahead(device, batch_size: int) -> int:
+    """Speculative slots per constrained forward when the caller does not say. A GPU forward of a
+    7B model costs about the same for 10 or 100 query tokens (it is bound by reading the weights),
+    so look-ahead is nearly free there; on a CPU each query token costs attention over the whole
+    prompt, so it pays only at small batches (measured in benchmarks/RESULTS.md)."""
+    if torch.device(device).type != "cpu":
+        return 4
+    return 2 if batch_size <= 4 else 0
+
+
 def decode_batch(
     backbone,
     audios: Sequence[np.ndarray],
@@ -90,9 +100,11 @@ def decode_batch(
     templates: Sequence[Template | None],
     decoding: str,
     fallback_texts: Sequence[str] | None = None,
+    lookahead: int | None = None,
 ) -> list[Decoded]:
     """One batch through the chosen decoder. ``constrained`` needs a template for every row (the
-    caller sends template-less rows, i.e. mdd, to ``free``)."""
+    caller sends template-less rows, i.e. mdd, to ``free``). ``lookahead``: speculative slots per
+    forward of the constrained decoder (``None``: ``default_lookahead`` for this device and batch)."""
     if decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r}; use one of {', '.join(DECODINGS)}")
     if decoding == "free":
@@ -107,8 +119,11 @@ def decode_batch(
         raise ValueError("constrained decoding needs a score template for every row (mdd has none: use free)")
     model = backbone.model
     batch = to_device(backbone.build_batch(list(audios), list(prompts)), model_device(model))
+    if lookahead is None:
+        lookahead = default_lookahead(model_device(model), len(templates))
     results = constrained_decode(
         model, backbone.tokenizer, batch, list(templates), answer_terminator_id(backbone), pad_id=backbone.pad_token_id,
+        lookahead=lookahead,
     )
     return [
         Decoded(output=r.text, decoding="constrained", values=r.values, expected=r.expected, probs=r.probs,

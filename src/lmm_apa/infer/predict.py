@@ -107,7 +107,7 @@ def decoding_for(task, decoding: str) -> str:
     return "free" if task.name == "mdd" else decoding
 
 
-def assess_utterances(backbone, task, utts: Sequence[Utterance], decoding: str) -> list[dict]:
+def assess_utterances(backbone, task, utts: Sequence[Utterance], decoding: str, lookahead: int | None = None) -> list[dict]:
     """Records for a batch of utterances, in order: a failure in one row never takes the others down."""
     decoding = decoding_for(task, decoding)
     out: list[dict | None] = [None] * len(utts)
@@ -121,7 +121,7 @@ def assess_utterances(backbone, task, utts: Sequence[Utterance], decoding: str) 
     def run(items):
         decoded = decode_batch(
             backbone, [p.audio for _, p in items], [p.prompt for _, p in items], [p.template for _, p in items],
-            decoding, [p.fallback for _, p in items],
+            decoding, [p.fallback for _, p in items], lookahead=lookahead,
         )
         for (i, p), d in zip(items, decoded):
             out[i] = record(p.utt, task, d)
@@ -192,6 +192,7 @@ def predict_corpus(
     backend: str = "hf",
     backbone=None,
     progress: bool = True,
+    lookahead: int | None = None,
 ) -> dict:
     """Assess every utterance of ``source`` into the JSONL file ``out`` (resumed if it exists) and
     return a summary. ``backbone`` may be a loaded one (tests, the demo); otherwise ``model`` /
@@ -251,7 +252,7 @@ def predict_corpus(
                     backbone = load_model(model, adapter, device)
                 with _progress(progress, len(todo), f"{the_task.name} / {decoding}") as advance, count_forwards(backbone.model) as n:
                     for chunk in _batches(todo, batch_size):
-                        for rec in assess_utterances(backbone, the_task, chunk, decoding):
+                        for rec in assess_utterances(backbone, the_task, chunk, decoding, lookahead):
                             write(f, rec)
                         advance(len(chunk))
                 forward_passes = n[0]

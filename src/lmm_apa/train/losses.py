@@ -24,23 +24,54 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``(batch, time)`` bool mask of the positions whose logit predicts an answer token (position t
+    predicts the label at t+1). Passed to ``lmm_apa.models.logits.logits_only_at``, the model then
+    returns only these logits, packed as ``(1, n, vocab)``; the functions below take that packed form
+    as well as full ``(batch, time, vocab)`` logits, with the same results."""
+    keep = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def _answer_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(answer-position logits ``(n, vocab)``, their target ids ``(n,)``, the ``(batch, time-1)``
+    mask of answer targets), from full logits or from the packed ``(1, n, vocab)`` form."""
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    if logits.dim() == 3 and logits.shape[:2] == labels.shape:
+        picked = logits[:, :-1, :][mask]
+    elif logits.dim() == 3 and logits.shape[0] == 1 and logits.shape[1] == int(mask.sum()):
+        picked = logits[0]  # packed by answer_positions: already the answer positions, row-major
+    else:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree: expected (batch, time, "
+            f"vocab) logits or the packed form (1, {int(mask.sum())} answer positions, vocab)"
+        )
+    return picked, shifted[mask], mask
+
+
+def first_rows(logits: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, labels)`` of the batch's first ``n`` rows (the chosen half of a preference batch),
+    from full or packed logits (packing is row-major, so those rows' positions come first)."""
+    if logits.dim() == 3 and logits.shape[:2] == labels.shape:
+        return logits[:n], labels[:n]
+    return logits[:, : int(labels[:n, 1:].ne(IGNORE_INDEX).sum())], labels[:n]
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = True) -> torch.Tensor:
     """Log-likelihood of each row's answer tokens: mean per token (seed 001's r(y)) or sum (DPO).
 
     ``labels`` are aligned with the input ids as transformers' causal LMs expect (the logit at
     position t predicts the token at t+1); positions marked -100 (prompt, audio, padding) do not
-    count. Only the logits of answer positions go through log_softmax, so memory stays at
+    count. ``logits`` are the full ``(batch, time, vocab)`` or only the answer positions, packed
+    (see ``answer_positions``). Only answer positions go through log_softmax, so memory stays at
     (answer tokens x vocab) rather than (sequence x vocab). A row with no answer token gives 0.
     """
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (batch, time)")
-    logits = logits[:, :-1, :]
-    labels = labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    token_logps = torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
+    picked, targets, mask = _answer_logits(logits, labels)
+    token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=picked.device)
     if mask.any():
-        picked = logits[mask].float().log_softmax(dim=-1)
-        token_logps[mask] = picked.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+        token_logps[mask] = picked.float().log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     total = token_logps.sum(dim=-1)
     if not average:
         return total
@@ -50,13 +81,11 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = T
 def answer_token_nll(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over all answer tokens of the batch: token mean (the SFT loss, and L_CE) or sum
     (the trainer divides the sum by the token count of the whole accumulated, all-device batch).
-    Only answer positions are upcast to float32, as in ``sequence_logps``."""
+    ``logits`` full or packed, as in ``sequence_logps``; only answer positions are upcast to float32."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    shifted = labels[:, 1:]
-    mask = shifted != IGNORE_INDEX
-    picked = logits[:, :-1, :][mask].float()
-    total = F.cross_entropy(picked, shifted[mask], reduction="sum")
+    picked, targets, mask = _answer_logits(logits, labels)
+    total = F.cross_entropy(picked.float(), targets, reduction="sum")
     return total if reduction == "sum" else total / mask.sum().clamp(min=1)
 
 

@@ -1,6 +1,9 @@
 """``transformers.Trainer`` subclasses: what our runs need beyond the stock trainer, and nothing else.
 
-- ``APATrainer`` (SFT): the stock loss (the model's own CE over the answer-only labels) plus
+- ``APATrainer`` (SFT): answer-token CE (normalised per optimizer step, see the class) plus
+  * the output head run on the answer positions only (``answer_logits``): the prompt and audio
+    positions' logits were never read by any loss, and for the 7B model they are most of the head's
+    FLOPs and a 0.5 GB float32 logit tensor per row,
   * length-grouped batches from lengths we estimate without reading audio (``LengthGroupedSampler``),
   * atomic checkpoints: each checkpoint is written under ``output_dir/.checkpoint-tmp`` and renamed
     to ``checkpoint-N`` only when complete, so a kill mid-save never leaves a checkpoint that a
@@ -32,7 +35,9 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from lmm_apa.train.losses import answer_token_nll, dpo_loss, sequence_logps, simpo_ce_loss
+from lmm_apa.models.logits import logits_only_at
+from lmm_apa.train.losses import (answer_positions, answer_token_nll, dpo_loss, first_rows, sequence_logps,
+                                   simpo_ce_loss)
 
 STAGING_DIR = ".checkpoint-tmp"
 TRAINER_STATE = "trainer_state.json"
@@ -73,6 +78,14 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
+def answer_logits(model, inputs: dict, labels: torch.Tensor, **kwargs):
+    """``model(**inputs)`` with the output head applied only at the positions that predict an answer
+    token; ``.logits`` comes back packed ``(1, n, vocab)``, the form the losses take next to
+    ``labels``."""
+    with logits_only_at(model, answer_positions(labels)):
+        return model(**inputs, use_cache=False, **kwargs)
+
+
 class APATrainer(Trainer):
     """SFT trainer: answer-token CE normalised over the whole optimizer step, length grouping by
     precomputed lengths, atomic checkpoints.
@@ -94,7 +107,7 @@ class APATrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False)
+        outputs = answer_logits(model, inputs, labels)
         total = answer_token_nll(outputs.logits, labels, reduction="sum")
         if num_items_in_batch is None:  # not in a training step: a plain token mean
             loss = total / labels[:, 1:].ne(-100).sum().clamp(min=1)
@@ -167,18 +180,18 @@ class PreferenceTrainer(APATrainer):
         if not hasattr(peft_model, "disable_adapter"):
             raise ValueError("DPO needs a peft (LoRA) model: its reference policy is the model with the adapter disabled")
         with torch.no_grad(), peft_model.disable_adapter():
-            ref_logits = peft_model(**inputs, use_cache=False).logits
+            ref_logits = answer_logits(peft_model, inputs, labels).logits
         return sequence_logps(ref_logits, labels, average=False)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         n = labels.shape[0] // 2
-        outputs = model(**inputs, use_cache=False)
+        outputs = answer_logits(model, inputs, labels)
         logits = outputs.logits
         if self.objective == "simpo":
             r = sequence_logps(logits, labels, average=True)
-            ce = answer_token_nll(logits[:n], labels[:n])
+            ce = answer_token_nll(*first_rows(logits, labels, n))
             loss, simpo = simpo_ce_loss(r[:n], r[n:], ce, beta=self.beta, gamma=self.gamma,
                                         lam=self.lambda_ce, gamma_inside_beta=self.gamma_inside_beta)
             parts = {"simpo": simpo, "ce": ce, "margin": (r[:n] - r[n:]).mean(),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmm_apa.infer.logits import logits_only_at
+from lmm_apa.models.logits import logits_only_at
 
 
 @pytest.mark.parametrize("arch", ["tiny_qwen2_audio", "tiny_phi4_mm"])
