@@ -37,11 +37,12 @@ def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: di
         lookahead: int | None = None) -> dict:
     import torch
 
-    from lmm_apa.infer.constrained import count_forwards
+    from lmm_apa.infer.constrained import clear_tokenization_memos, count_forwards
     from lmm_apa.infer.generate import decode_batch, model_device, to_device
     from lmm_apa.models.logits import logits_only_at
     from lmm_apa.infer.predict import prepare, record
 
+    clear_tokenization_memos()  # every run starts cold, as a fresh `lmm-apa predict` does
     recs, t0 = [], time.perf_counter()
     with count_forwards(backbone.model) as n, phase_timer(backbone) as phases:
         for i in range(0, len(utts), batch_size):

@@ -221,6 +221,21 @@ def test_constrained_equals_greedy_when_free_follows_template(toy_tokenizers):
 
 
 @pytest.mark.parametrize("tok_name", ["qwen2", "o200k", "gpt2"])
+def test_fast_path_tokenization_equals_the_tokenizer(toy_tokenizers, tok_name):
+    """The decoder calls the Rust backend directly: same ids and offsets as the tokenizer's own call."""
+    from lmm_apa.infer.constrained import _tokenize
+
+    tok = toy_tokenizers[tok_name]
+    tok.padding_side = "left"
+    tok(["a", "a longer text"], padding=True)  # leaves padding switched on in the wrapper's backend
+    texts = ["Sentence Scores: 10 7", " WE/10/5/9 CALL/", "{'accuracy': 3, 'fluency': 10}<|im_end|>", ""]
+    ids, offsets = _tokenize(tok, texts)
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids == enc["input_ids"] and offsets == [[tuple(o) for o in row] for row in enc["offset_mapping"]]
+    assert any(len(i) > 3 for i in ids)
+
+
+@pytest.mark.parametrize("tok_name", ["qwen2", "o200k", "gpt2"])
 def test_windowed_tokenization_equals_whole_text(toy_tokenizers, tok_name):
     """Re-tokenizing only the last few committed tokens' text gives exactly what tokenizing the
     whole answer gives, slot after slot, for a long answer."""
