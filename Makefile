@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/lmm-apa demo --out $(OUT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # CPU benchmarks (figures in benchmarks/RESULTS.md); the GPU ones are in benchmarks/README.md.
 bench: setup

@@ -16,6 +16,9 @@ What it measures, over the same utterances (the synthetic corpus by default):
 
 Usage (CPU, tiny random model built on the fly):
     python benchmarks/bench_decode.py --utterances 200 --batch1-utterances 32
+A tiny model trained on the synthetic corpus (free decoding then follows the template, so the
+scores of both decoders can be compared):
+    python benchmarks/bench_decode.py --model TINY_DIR --adapter RUN/adapter --corpus SYNTH_DIR --split test
 A full-size model on a GPU:
     python benchmarks/bench_decode.py --model Qwen/Qwen2-Audio-7B-Instruct --device cuda --utterances 200
 """
@@ -118,12 +121,14 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="backbone id/path (default: a tiny random Qwen2-Audio built here)")
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--corpus", default=None, help="corpus to read (default: a synthetic corpus written here)")
+    ap.add_argument("--split", default=None, help="split of --corpus to read (e.g. test: readings a trained model has not seen)")
     ap.add_argument("--utterances", type=int, default=200)
     ap.add_argument("--batch1-utterances", type=int, default=None, help="run batch 1 on the first N only (time)")
     ap.add_argument("--task", default="full")
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the figures here too")
+    ap.add_argument("--repeats", type=int, default=1, help="run every configuration N times, interleaved; keep the fastest")
     args = ap.parse_args()
 
     import torch
@@ -146,29 +151,35 @@ def main() -> None:
 
         corpus = tmp / "synth"
         write_synthetic_corpus(corpus, n_utterances=args.utterances, seed=0, test_fraction=0.0)
-    utts = load_corpus(corpus).utterances[: args.utterances]
+    utts = load_corpus(corpus, split=args.split).utterances[: args.utterances]
     backbone = load_model(model, args.adapter, args.device)
     task = get_task(args.task)
     n1 = args.batch1_utterances or len(utts)
 
     run(backbone, task, utts[:2], "constrained", 2)  # warm-up (first-call costs), not timed
     run(backbone, task, utts[:2], "free", 2)
-    rows = {}
-    rows["constrained b16"] = run(backbone, task, utts, "constrained", 16)
-    rows["free b16"] = run(backbone, task, utts, "free", 16)
-    answers = {r["id"]: r["output"] for r in rows["constrained b16"]["records"]}
-    rows["free (template answer) b16"] = run(backbone, task, utts, "free", 16, forced_answers=answers)
-    rows["constrained b1"] = run(backbone, task, utts[:n1], "constrained", 1)
-    rows["constrained b1, no look-ahead"] = run(backbone, task, utts[:n1], "constrained", 1, lookahead=0)
-    rows["free (template answer) b1"] = run(backbone, task, utts[:n1], "free", 1, forced_answers=answers)
-
+    answers = {r["id"]: r["output"] for r in run(backbone, task, utts, "constrained", 16, lookahead=0)["records"]}
+    configs = {
+        "constrained b16": lambda: run(backbone, task, utts, "constrained", 16),
+        "free b16": lambda: run(backbone, task, utts, "free", 16),
+        "free (template answer) b16": lambda: run(backbone, task, utts, "free", 16, forced_answers=answers),
+        "constrained b1": lambda: run(backbone, task, utts[:n1], "constrained", 1),
+        "constrained b1, no look-ahead": lambda: run(backbone, task, utts[:n1], "constrained", 1, lookahead=0),
+        "free (template answer) b1": lambda: run(backbone, task, utts[:n1], "free", 1, forced_answers=answers),
+    }
+    rows: dict = {}
+    for _ in range(args.repeats):  # interleaved, best of N kept: the machines are shared and noisy
+        for name, fn in configs.items():
+            r = fn()
+            if name not in rows or r["seconds"] < rows[name]["seconds"]:
+                rows[name] = r
     cons = {r["id"]: r for r in rows["constrained b16"]["records"]}
     free = rows["free b16"]["records"]
     both = [r for r in free if r["parse_ok"]]
     same = sum(r["scores"] == cons[r["id"]]["scores"] for r in both)
     out = {
         "model": args.model or "tiny random Qwen2-Audio (lmm_apa.models.tiny)", "task": task.name,
-        "utterances": len(utts), "batch1_utterances": n1,
+        "utterances": len(utts), "batch1_utterances": n1, "repeats": args.repeats,
         "rows": {k: {"forward_passes": v["forward_passes"], "seconds": round(v["seconds"], 2),
                      **{x: round(v[x], 2) for x in ("features_s", "prefill_s", "after_prefill_s")},
                      "utterances": n1 if (" b1" in k and "b16" not in k) else len(utts)} for k, v in rows.items()},

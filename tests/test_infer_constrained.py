@@ -192,6 +192,19 @@ def test_batch_invariance(toy_tokenizers, lookahead):
             assert single.probs[key] == pytest.approx(batched[i].probs[key], abs=1e-5)
 
 
+def _memorise(model, tok, text: str, term: int, steps: int) -> None:
+    """Overfit the toy model on one prompt + answer (seconds), so its greedy output is that answer."""
+    x = torch.tensor([tok(text, add_special_tokens=False)["input_ids"] + [term]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
 def test_constrained_equals_greedy_when_free_follows_template(toy_tokenizers):
     """A model that follows the template: bias it so greedy generation produces a template answer;
     the constrained argmax must reproduce the same text exactly."""
@@ -201,16 +214,7 @@ def test_constrained_equals_greedy_when_free_follows_template(toy_tokenizers):
     prompt = "Score it.\n"
     t = apa_template()
     target = "{'accuracy': 7, 'fluency': 10, 'prosodic': 3, 'total': 1}"
-    ids = tok(prompt + target, add_special_tokens=False)["input_ids"] + [term]
-    x = torch.tensor([ids])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(30):  # memorise one answer (seconds)
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    _memorise(model, tok, prompt + target, term, steps=30)
     p = _prefill(tok, [prompt])
     gen = model.generate(**p, max_new_tokens=40, do_sample=False, eos_token_id=term, pad_token_id=tok.pad_token_id)
     free = tok.decode(gen[0, p["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -266,15 +270,7 @@ def test_lookahead_takes_fewer_forwards_and_changes_nothing(toy_tokenizers):
     values = {s.key: 10 for s in t.slots}
     values.update({("sentence", a, None): 8 for a in ("accuracy", "fluency", "prosodic", "completeness", "total")})
     values[("phone", "accuracy", (1, 1))] = 4
-    x = torch.tensor([tok(prompt + render(t, values), add_special_tokens=False)["input_ids"] + [term]])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(40):  # memorise the answer (seconds)
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    _memorise(model, tok, prompt + render(t, values), term, steps=40)
     runs = {}
     for lookahead in (0, 3):
         with count_forwards(model) as n:
@@ -289,3 +285,10 @@ def test_lookahead_takes_fewer_forwards_and_changes_nothing(toy_tokenizers):
     assert n0 == 1 + len(t.slots)
     print(f"\nforwards: {n0} one slot at a time, {n3} with look-ahead 3")
     assert n3 <= 1 + len(t.slots) // 2  # at least two slots per forward on average
+
+
+def test_default_lookahead_fills_the_token_budget():
+    from lmm_apa.infer.generate import default_lookahead
+
+    assert default_lookahead("cpu", 1) == 2 and default_lookahead("cpu", 16) == 0
+    assert [default_lookahead("cuda", b) for b in (1, 4, 8, 16)] == [4, 3, 1, 0]

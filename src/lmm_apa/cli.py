@@ -99,7 +99,7 @@ def predict(
     backend: str = typer.Option("hf", "--backend", help="hf | vllm"),
     lookahead: Optional[int] = typer.Option(
         None, "--lookahead", min=0,
-        help="constrained decoding: speculative score slots per forward (default: 4 on a GPU; on a CPU 2 at batch <= 4, else 0); results are identical"),
+        help="constrained decoding: speculative score slots per forward (default: fitted to the device and batch size, see default_lookahead); results are identical"),
 ) -> None:
     """Batch assessment: one JSON line per utterance, errors recorded per line."""
     from lmm_apa.infer.predict import predict_corpus

@@ -83,14 +83,25 @@ def generate_free(backbone, audios: Sequence[np.ndarray], prompts: Sequence[str]
     return decoded
 
 
+TREE_TOKENS_PER_SLOT = 14  # query tokens one 0-10 slot adds to a forward: ~3 literal + 11 candidate-tree nodes
+# query tokens per forward (whole batch) that cost about what one does. CPU, measured on the tiny
+# model (benchmarks/RESULTS.md): at batch 1 a look-ahead of 2 took 2.0 -> 1.2 s once the model was
+# trained (its guesses hold: 2.75 slots per forward), no gain on a random model; at batch 16, none.
+LOOKAHEAD_TOKEN_BUDGET = {"cpu": 48, "accelerator": 256}
+
+
 def default_lookahead(device, batch_size: int) -> int:
-    """Speculative slots per constrained forward when the caller does not say. A GPU forward of a
-    7B model costs about the same for 10 or 100 query tokens (it is bound by reading the weights),
-    so look-ahead is nearly free there; on a CPU each query token costs attention over the whole
-    prompt, so it pays only at small batches (measured in benchmarks/RESULTS.md)."""
-    if torch.device(device).type != "cpu":
-        return 4
-    return 2 if batch_size <= 4 else 0
+    """Speculative slots per constrained forward when the caller does not say.
+
+    A forward costs about the same whatever its query tokens up to a budget: a GPU running a 7B
+    model is bound by reading the weights up to a few hundred tokens per forward; on a CPU each
+    token soon costs attention over the whole prompt (measured on the tiny model: batch 1 gains,
+    batch 16 does not, benchmarks/RESULTS.md). So the look-ahead fills the budget: each slot adds
+    ~``TREE_TOKENS_PER_SLOT`` query tokens per row. The accelerator budget is an estimate (not yet
+    measured on a GPU): pass ``--lookahead`` to override."""
+    kind = "cpu" if torch.device(device).type == "cpu" else "accelerator"
+    slots = LOOKAHEAD_TOKEN_BUDGET[kind] // (TREE_TOKENS_PER_SLOT * max(1, batch_size))
+    return max(0, min(4, slots - 1))
 
 
 def decode_batch(
