@@ -26,6 +26,12 @@ tokens (tree attention through a custom 4D mask: each node sees the context and 
 only). The tree's logits give every candidate's exact probability; the tree is then cropped off the
 KV cache, which is otherwise reused across slots. Rows with different templates advance in lock step;
 padding inside a chunk is masked and keeps no position.
+
+Look-ahead (``lookahead=N``): the same forward also carries the next N slots, each planned as if the
+slots before it took a guessed value (the row's last value for that aspect: scores run in streaks).
+Where the argmax equals the guess, the next slot was computed in its true context and is kept; from
+the first wrong guess on, the rest is dropped and planned again. Only the number of forwards changes,
+never a result (tested against one-slot-per-forward decoding and brute force).
 """
 
 from __future__ import annotations
