@@ -30,7 +30,11 @@ Figures (printed as one table, then one JSON line):
   matmuls are included. MFU = counted FLOPs per step / median step time / ``--peak-tflops``
   (default 989 = H100 SXM dense bf16; the H200 has the same compute; a dense 8k bf16 matmul reached
   ~790-800 on these machines, see /work/.library/device/KINDS.md). An analytic cross-check
-  (2N per token per matmul direction, attention left out) is printed beside it.
+  (2N per token per matmul direction, attention left out) is printed beside it. Caveat: it counts
+  the output head on every LM position, while the trainer now runs the head on the answer positions
+  only (``answer_logits``), so it over-counts by up to the head's share (Qwen2-Audio-7B: 0.64 B of
+  8.4 B parameters); on CPU the flop counter also misses SDPA and counts the audio convolutions,
+  which the estimate leaves out. MFU uses the counted figure.
 """
 
 from __future__ import annotations
