@@ -114,3 +114,14 @@ def test_full_scale_configs_match_the_published_sizes():
                 assert model.config.num_key_value_heads == 8 and model.config.hidden_size == 3072
     assert sizes["qwen2-audio"] == pytest.approx(8.397e9, rel=0.005)
     assert sizes["phi4-mm"] == pytest.approx(4.744e9, rel=0.005)
+
+
+def test_decode_step_curve_runs_and_the_cache_is_restored(tiny_qwen2_audio):
+    """bench_decode_step: every (batch, query tokens) point is timed on the same cached prompt (the
+    chunk is cropped off again after each forward, else later points would see a longer past)."""
+    import bench_decode_step
+
+    rows = bench_decode_step.main(["--model", str(tiny_qwen2_audio), "--past", "40", "--batch", "1,2",
+                                   "--queries", "1,5", "--repeats", "2"])
+    assert [(r["batch"], r["query_tokens"]) for r in rows] == [(1, 1), (1, 5), (2, 1), (2, 5)]
+    assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
