@@ -83,31 +83,35 @@ def template_segments(template: Template) -> tuple[list[tuple[str, Slot]], str]:
 # --------------------------------------------------------------------------- tokenization
 
 
-_BACKENDS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_STATE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+MEMO_LIMIT = 200_000  # texts remembered per tokenizer (a few tens of MB at most)
+
+
+def _tokenizer_state(tokenizer) -> dict:
+    """What the decoder keeps per tokenizer across calls, dropped with the tokenizer: the
+    tokenization memo and the padding-free backend. A tokenizer that cannot be weakly referenced
+    gets fresh state each call."""
+    try:
+        return _STATE.setdefault(tokenizer, {})
+    except TypeError:
+        return {}
 
 
 def _plain_backend(tokenizer):
     """A copy of a fast tokenizer's Rust backend with padding and truncation off. Not the backend
     itself: the transformers wrapper leaves its last call's padding / truncation switched on in it
     (a padded ``tokenizer(prompts, padding=True)`` would pad our candidate texts to one length)."""
-    try:
-        plain = _BACKENDS.get(tokenizer)
-    except TypeError:
-        plain = None
-    if plain is None:
+    state = _tokenizer_state(tokenizer)
+    if "backend" not in state:
         backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            return None
-        from tokenizers import Tokenizer
+        if backend is not None:
+            from tokenizers import Tokenizer
 
-        plain = Tokenizer.from_str(backend.to_str())
-        plain.no_padding()
-        plain.no_truncation()
-        try:
-            _BACKENDS[tokenizer] = plain
-        except TypeError:
-            pass
-    return plain
+            backend = Tokenizer.from_str(backend.to_str())
+            backend.no_padding()
+            backend.no_truncation()
+        state["backend"] = backend
+    return state["backend"]
 
 
 def _tokenize(tokenizer, texts: list[str], memo: dict | None = None) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
@@ -131,18 +135,11 @@ def _tokenize(tokenizer, texts: list[str], memo: dict | None = None) -> tuple[li
     return [list(x) for x in hit[0]], [list(x) for x in hit[1]]
 
 
-_MEMOS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-MEMO_LIMIT = 200_000  # texts remembered per tokenizer (a few tens of MB at most)
-
-
 def tokenization_memo(tokenizer) -> dict:
     """The tokenization memo of one tokenizer, kept across decoding calls: a corpus repeats its
     words, phones and score contexts, so later batches mostly hit it. Emptied when it outgrows
     ``MEMO_LIMIT``; dropped with the tokenizer."""
-    try:
-        memo = _MEMOS.setdefault(tokenizer, {})
-    except TypeError:  # not weak-referenceable: a memo for this call only
-        return {}
+    memo = _tokenizer_state(tokenizer).setdefault("memo", {})
     if len(memo) > MEMO_LIMIT:
         memo.clear()
     return memo
@@ -150,7 +147,8 @@ def tokenization_memo(tokenizer) -> dict:
 
 def clear_tokenization_memos() -> None:
     """Forget every tokenizer's memo (benchmarks time each run from cold)."""
-    _MEMOS.clear()
+    for state in _STATE.values():
+        state.pop("memo", None)
 
 
 @dataclass
@@ -339,7 +337,6 @@ class _Stage:
     guess: int | None = None  # the value assumed for this slot by the NEXT stage (None: last stage)
     feed_at: int = 0  # chunk column of its first feed token
     tree_at: int = 0  # chunk column of its first tree node
-    pos_at: int = 0  # position id of its first feed token
 
 
 def _guess(row: "_Row", slot: Slot) -> int:
@@ -460,7 +457,6 @@ def constrained_decode(
             at = int(next_pos[b])
             for j, st in enumerate(p):
                 f = len(st.cand.feed)
-                st.pos_at = at
                 if f:
                     cols = np.arange(st.feed_at, st.feed_at + f)
                     ids[b, cols] = st.cand.feed
