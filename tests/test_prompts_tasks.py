@@ -40,7 +40,7 @@ def test_full_target_is_the_spec_example():
     )
 
 
-def test_full_instruction_is_seed001_verbatim_with_reference():
+def test_full_instruction_is_wang2025_verbatim_with_reference():
     text = get_task("full").instruction(bear())
     assert text.startswith("You are a pronunciation evaluation teacher who analyzes speech at sentence, word and phone levels.")
     assert "Reference text: WE CALL IT BEAR.\nReference phone sequence: W IY0 - K AO0 L - IH0 T - B EH0 R.\n" in text
@@ -50,7 +50,7 @@ def test_full_instruction_is_seed001_verbatim_with_reference():
     assert "which is either 5 or 10.\nPlease evaluate" in text
 
 
-def test_apa_and_mdd_answers_follow_seed002():
+def test_apa_and_mdd_answers_follow_ahn2025():
     utt = bear()
     apa, mdd = get_task("apa"), get_task("mdd")
     assert apa.target(utt) == "{'accuracy': 8, 'fluency': 9, 'prosodic': 9, 'total': 8}"

@@ -5,9 +5,9 @@ import pytest
 from lmm_apa.train.config import apply_overrides, load_config, resolve_config_path, shipped_configs
 
 PAPER_CONFIGS = {
-    "seed001_ft", "seed001_simpo", "seed001_ft_private", "seed001_word_sentence", "seed001_dpo",
-    "seed001_single_word_accuracy", "seed001_single_sentence_accuracy", "seed001_single_sentence_fluency",
-    "seed001_single_sentence_prosodic", "seed001_single_sentence_total", "seed002_lora", "seed002_unfreeze",
+    "wang2025_ft", "wang2025_simpo", "wang2025_ft_private", "wang2025_word_sentence", "wang2025_dpo",
+    "wang2025_single_word_accuracy", "wang2025_single_sentence_accuracy", "wang2025_single_sentence_fluency",
+    "wang2025_single_sentence_prosodic", "wang2025_single_sentence_total", "ahn2025_lora", "ahn2025_unfreeze",
     "tiny_demo",
 }
 
@@ -23,24 +23,24 @@ def test_shipped_config_validates(name):
     assert cfg.tasks and cfg.data.train
 
 
-def test_seed001_hyperparameters():
-    for name in ("seed001_ft", "seed001_simpo", "seed001_dpo", "seed001_single_word_accuracy"):
+def test_wang2025_hyperparameters():
+    for name in ("wang2025_ft", "wang2025_simpo", "wang2025_dpo", "wang2025_single_word_accuracy"):
         cfg = load_config(name)
         assert cfg.model == "Qwen/Qwen2-Audio-7B-Instruct"
         assert (cfg.method, cfg.lora.r, cfg.batch_size, cfg.grad_accum) == ("lora", 8, 1, 8)
         assert (cfg.optimizer, cfg.lr, cfg.scheduler, cfg.warmup_ratio, cfg.epochs) == ("adamw_torch", 1e-4, "cosine", 0.1, 3)
         assert cfg.bf16 is True
-    simpo = load_config("seed001_simpo")
+    simpo = load_config("wang2025_simpo")
     assert (simpo.objective, simpo.beta, simpo.gamma, simpo.lambda_ce, simpo.gamma_inside_beta) == ("simpo", 0.1, 0.5, 0.1, True)
-    assert load_config("seed001_dpo").objective == "dpo"
-    private = load_config("seed001_ft_private")
+    assert load_config("wang2025_dpo").objective == "dpo"
+    private = load_config("wang2025_ft_private")
     assert private.epochs == 2 and len(private.data.train) == 2 and private.tasks == ["word-sentence"]
-    assert load_config("seed001_ft").tasks == ["full"]
-    assert load_config("seed001_single_sentence_prosodic").tasks == ["sentence-prosodic"]
+    assert load_config("wang2025_ft").tasks == ["full"]
+    assert load_config("wang2025_single_sentence_prosodic").tasks == ["sentence-prosodic"]
 
 
-def test_seed002_hyperparameters():
-    lora, unfreeze = load_config("seed002_lora"), load_config("seed002_unfreeze")
+def test_ahn2025_hyperparameters():
+    lora, unfreeze = load_config("ahn2025_lora"), load_config("ahn2025_unfreeze")
     for cfg in (lora, unfreeze):
         assert cfg.model == "microsoft/Phi-4-multimodal-instruct"
         assert cfg.tasks == ["apa", "mdd"]
@@ -50,7 +50,7 @@ def test_seed002_hyperparameters():
 
 
 def test_overrides_are_dotted_and_yaml_parsed():
-    cfg = load_config("seed001_ft", ["lora.r=16", "bf16=false", "tasks=[apa, mdd]", "lr=3e-5",
+    cfg = load_config("wang2025_ft", ["lora.r=16", "bf16=false", "tasks=[apa, mdd]", "lr=3e-5",
                                      "data.train=/some/corpus", "output_dir=/tmp/x", "lambda=0.3"])
     assert cfg.lora.r == 16 and cfg.lora.alpha == 16  # sibling keys kept
     assert cfg.bf16 is False and cfg.tasks == ["apa", "mdd"] and cfg.lr == 3e-5
@@ -65,31 +65,31 @@ def test_unknown_key_is_named_with_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"mine\.yaml.*learning_rate"):
         load_config(p)
     with pytest.raises(ValueError, match=r"lora\.rank"):
-        load_config("seed001_ft", ["lora.rank=4"])
+        load_config("wang2025_ft", ["lora.rank=4"])
 
 
 def test_bad_values_and_inconsistent_settings_are_rejected():
     with pytest.raises(ValueError, match="method"):
-        load_config("seed001_ft", ["method=prefix"])
+        load_config("wang2025_ft", ["method=prefix"])
     with pytest.raises(ValueError, match="dpo"):
-        load_config("seed001_dpo", ["method=unfreeze"])
+        load_config("wang2025_dpo", ["method=unfreeze"])
     with pytest.raises(ValueError, match="weight_decay"):
-        load_config("seed002_lora", ["weight_decay=0.01"])
+        load_config("ahn2025_lora", ["weight_decay=0.01"])
     with pytest.raises(ValueError, match="key=value"):
-        load_config("seed001_ft", ["lora.r"])
+        load_config("wang2025_ft", ["lora.r"])
 
 
 def test_unknown_task_is_rejected():
     with pytest.raises(ValueError, match="no-such-task"):
-        load_config("seed001_ft", ["tasks=[no-such-task]"])
+        load_config("wang2025_ft", ["tasks=[no-such-task]"])
 
 
 def test_missing_config_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(FileNotFoundError, match="seed001_ft"):
+    with pytest.raises(FileNotFoundError, match="wang2025_ft"):
         resolve_config_path("no_such_config")
     with pytest.raises(FileNotFoundError):
         resolve_config_path(str(tmp_path / "absent.yaml"))
-    assert resolve_config_path("seed001_ft.yaml").name == "seed001_ft.yaml"
+    assert resolve_config_path("wang2025_ft.yaml").name == "wang2025_ft.yaml"
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match="bad.yaml"):

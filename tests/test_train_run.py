@@ -174,7 +174,7 @@ def test_simpo_and_dpo_runs_log_their_parts(tiny_qwen2_audio, small_synth, tmp_p
 
 def test_phi4_apa_and_mdd_train_together(tiny_phi4_mm, small_synth, tmp_path):
     out = tmp_path / "run"
-    summary = train_from_config("seed002_lora", _overrides(tiny_phi4_mm, small_synth, out, "max_steps=2", "bf16=false",
+    summary = train_from_config("ahn2025_lora", _overrides(tiny_phi4_mm, small_synth, out, "max_steps=2", "bf16=false",
                                                            "gradient_checkpointing=false", "device=cpu"))
     assert summary["tasks"] == ["apa", "mdd"] and summary["examples"] == 16  # 8 utterances x 2 tasks
     assert summary["global_step"] == 2 and math.isfinite(summary["final_loss"])
@@ -214,4 +214,4 @@ def test_cli_train_runs_a_config_with_overrides_and_reports_bad_keys(tiny_qwen2_
     bad = runner.invoke(app, ["train", "tiny_demo", "--set", "lora.rnk=4"])
     assert bad.exit_code == 2 and "lora.rnk" in bad.output
     missing = runner.invoke(app, ["train", "no_such_config"])
-    assert missing.exit_code == 2 and "seed001_ft" in missing.output
+    assert missing.exit_code == 2 and "wang2025_ft" in missing.output

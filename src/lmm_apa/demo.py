@@ -10,7 +10,7 @@ here, yet a user must be able to see in minutes, on a laptop CPU, that every sta
 the model really learns from the audio (the synthetic scores are a known function of the audio, so a
 broken stage shows up as a low correlation). The figures check the pipeline; they say nothing about
 real learners' speech. With ``model`` (a real backbone id or path) and ``corpus`` (a real labelled
-corpus) the same function runs the paper's configuration (``seed001_ft``) for GPU users.
+corpus) the same function runs the paper's configuration (``wang2025_ft``) for GPU users.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 DEMO_UTTERANCES = 600  # 480 train / 120 held-out: enough held-out readings for a stable correlation
 TINY_CONFIG = "tiny_demo"
 TINY_AUDIO_SECONDS = 6  # the synthetic corpus never exceeds 6 s (lmm_apa.data.synth.MAX_SECONDS)
-REAL_CONFIG = "seed001_ft"
+REAL_CONFIG = "wang2025_ft"
 
 REPORT_HEADER = """# LMM-APA demo report
 

@@ -157,7 +157,7 @@ def shipped_configs() -> list[str]:
 
 
 def resolve_config_path(config: Union[str, Path]) -> Path:
-    """A path to a YAML, or the name of a shipped config (``seed001_ft`` or ``seed001_ft.yaml``)."""
+    """A path to a YAML, or the name of a shipped config (``wang2025_ft`` or ``wang2025_ft.yaml``)."""
     path = Path(config)
     if path.is_file():
         return path
