@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from lmm_apa.evaluate.mdd import mdd_counts
 from lmm_apa.evaluate.metrics import (
     detection_scores,
     error_rate,
-    mdd_counts,
     normalise_phones,
     per,
     score_metrics,
@@ -81,9 +81,9 @@ def test_wer_and_per_normalise_case_punctuation_and_stress():
 
 
 def test_mdd_counts_follow_the_detection_hierarchy():
-    canonical = ["B", "EH0", "R", "T"]
-    human = ["B", "AE", None, "T"]  # EH0 heard as AE, R deleted
-    predicted = "B AE R D"  # EH0 rejected (right), R accepted (missed), T rejected (false alarm)
+    canonical = ["B", "EH", "R", "T"]  # evaluate.mdd's phone convention: no stress digits
+    human = ["B", "AE", None, "T"]  # EH heard as AE, R deleted
+    predicted = ["B", "AE", "R", "D"]  # EH rejected (right), R accepted (missed), T rejected (false alarm)
     c = mdd_counts(canonical, human, predicted)
     assert c == {"ta": 1, "fr": 1, "fa": 1, "tr": 1, "correct_diagnosis": 1}
     s = detection_scores(c)

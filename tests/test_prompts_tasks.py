@@ -56,8 +56,8 @@ def test_apa_and_mdd_answers_follow_ahn2025():
     assert apa.target(utt) == "{'accuracy': 8, 'fluency': 9, 'prosodic': 9, 'total': 8}"
     assert apa.instruction(utt).startswith(APA_TOKEN + "Rate the pronunciation of the audio.")
     assert "{'accuracy': ACCURACY_SCORE, 'fluency': FLUENCY_SCORE, 'prosodic': PROSODIC_SCORE, 'total': TOTAL_SCORE}" in apa.instruction(utt)
-    # the phones actually said: EH0 heard as AE, R deleted
-    assert mdd.target(utt) == "{'word_transcript': 'WE CALL IT BEAR', 'phoneme_transcript': 'W IY0 K AO0 L IH0 T B AE'}"
+    # the phones actually said (no stress digits, data.phones' MDD convention): EH0 heard as AE, R deleted
+    assert mdd.target(utt) == "{'word_transcript': 'WE CALL IT BEAR', 'phoneme_transcript': 'W IY K AO L IH T B AE'}"
     assert mdd.instruction(utt).startswith(MDD_TOKEN + "Transcribe the audio utterance")
     assert mdd.template(utt) is None
     assert apa.control_token == APA_TOKEN and get_task("full").control_token is None

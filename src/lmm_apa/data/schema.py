@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from lmm_apa.data.phones import heard_phones
+
 SENTENCE_ASPECTS = ("accuracy", "fluency", "prosodic", "completeness", "total")
 WORD_ASPECTS = ("accuracy", "stress", "total")
 PHONE_SCALE_FACTOR = 5.0  # SO762 phone score 0-2  <->  model scale 0-10
@@ -59,16 +61,14 @@ class Word:
 
     @property
     def pronounced_phones(self) -> list[str]:
-        """The phones actually said: canonical phones with the annotated mispronunciations applied
-        (seed 002's MDD target). Deleted phones are dropped."""
-        out = list(self.phones)
-        for m in sorted(self.mispronunciations, key=lambda m: m.index, reverse=True):
-            if 0 <= m.index < len(out):
-                if m.pronounced in ("<DEL>", "", "<del>"):
-                    del out[m.index]
-                else:
-                    out[m.index] = m.pronounced
-        return out
+        """The phones actually said (Ahn & Nam 2025's MDD target): canonical phones with the
+        annotated mispronunciations applied, in the MDD phone convention of ``data.phones`` (no
+        stress digits, ``*`` mapped to the base phone, ``<unk>`` kept, deleted phones dropped)."""
+        return self.said_phones()
+
+    def said_phones(self, keep_star: bool = False) -> list[str]:
+        """``pronounced_phones``, optionally keeping Speechocean762's ``*`` marks (``L*``)."""
+        return [p for p in heard_phones(self.phones, self.mispronunciations, keep_star) if p is not None]
 
 
 @dataclass

@@ -4,11 +4,9 @@
   RMSE. A correlation of a constant series is undefined: it is ``None`` with a ``reason``, never a
   crash and never a misleading 0 (SO762 completeness is almost always 10);
 - WER and PER (seed 002 eq. 1-2): Levenshtein (S + D + I) / N summed over the corpus, via jiwer;
-- mispronunciation detection precision / recall / F1 (seed 002 eq. 3-5) in the usual MDD
-  hierarchy: every canonical phone is *accepted* or *rejected* by the human annotation and by the
-  prediction (aligned to the canonical phones). TP = true rejection (human and model both say
-  mispronounced), FP = false rejection, FN = false acceptance. Phones the prediction inserts have
-  no canonical phone and are left out of P/R/F1 (they do count in PER).
+- mispronunciation detection precision / recall / F1 (seed 002 eq. 3-5) from the detection counts
+  (TP = true rejection, FP = false rejection, FN = false acceptance); the counting itself, with
+  the MDD phone convention and alignment, is in ``evaluate.mdd``.
 
 Phone symbols are compared without stress digits by default (``IY0`` == ``IY``): seed 002's MDD
 prompt asks for CMUdict phones as in "AA, IH", and stress is not part of phone identity in MDD.
@@ -23,8 +21,6 @@ from typing import Sequence
 import jiwer
 import numpy as np
 from scipy import stats
-
-_DEL = ("<DEL>", "<del>", "")
 
 
 def _clean(pred: Sequence[float], human: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -126,47 +122,6 @@ def per(refs: Sequence[Sequence[str] | str], hyps: Sequence[Sequence[str] | str]
 
 
 # --------------------------------------------------------------------------- MDD
-def align_to_canonical(canonical: Sequence[str], predicted: Sequence[str]) -> list[str | None]:
-    """For each canonical phone, the predicted phone aligned to it (None: deleted)."""
-    canonical, predicted = list(canonical), list(predicted)
-    out: list[str | None] = [None] * len(canonical)
-    if not canonical or not predicted:
-        return out
-    o = jiwer.process_words(" ".join(canonical), " ".join(predicted))
-    for chunk in o.alignments[0]:
-        if chunk.type in ("equal", "substitute"):
-            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
-                out[chunk.ref_start_idx + k] = predicted[chunk.hyp_start_idx + k]
-    return out
-
-
-def mdd_counts(canonical: Sequence[str], human: Sequence[str | None], predicted: Sequence[str],
-               strip_stress: bool = True) -> dict:
-    """Detection counts for one utterance.
-
-    ``canonical``: the canonical phones; ``human``: per canonical phone what the annotators heard
-    (None or "<DEL>" for a deleted phone); ``predicted``: the model's phone transcript.
-    Returns ``{"ta", "fr", "fa", "tr", "correct_diagnosis"}``."""
-    canon = normalise_phones(canonical, strip_stress)
-    if len(canon) != len(human):
-        raise ValueError(f"{len(human)} human labels for {len(canon)} canonical phones")
-    heard = [None if (h is None or h in _DEL) else (normalise_phones([h], strip_stress) or [None])[0] for h in human]
-    aligned = align_to_canonical(canon, normalise_phones(predicted, strip_stress))
-    c = {"ta": 0, "fr": 0, "fa": 0, "tr": 0, "correct_diagnosis": 0}
-    for can, hum, pred in zip(canon, heard, aligned):
-        human_ok, pred_ok = hum == can, pred == can
-        if human_ok and pred_ok:
-            c["ta"] += 1
-        elif human_ok:
-            c["fr"] += 1
-        elif pred_ok:
-            c["fa"] += 1
-        else:
-            c["tr"] += 1
-            c["correct_diagnosis"] += int(pred == hum)
-    return c
-
-
 def detection_scores(counts: dict) -> dict:
     """precision = TR / (TR + FR), recall = TR / (TR + FA), F1; None when a denominator is 0."""
     tp, fp, fn = counts["tr"], counts["fr"], counts["fa"]

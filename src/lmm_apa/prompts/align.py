@@ -11,6 +11,9 @@ wrong word. ``align`` pairs reference items with output items in three passes:
 
 Items paired nowhere stay unpaired: the parser reports reference items as missing and output
 items as extra, instead of guessing.
+
+``edit_alignment`` is the other kind: a minimum-edit path (substitutions, deletions, insertions),
+the alignment behind PER, used to say which predicted phone was said where (MDD diagnosis).
 """
 
 from __future__ import annotations
@@ -63,3 +66,35 @@ def align(ref: Sequence[str], hyp: Sequence[str], min_ratio: float = 0.6) -> lis
             used_hyp.add(j)
 
     return sorted(pairs.items())
+
+
+def edit_alignment(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[int | None, int | None]]:
+    """A minimum-edit (Levenshtein) alignment of two token sequences, as the path of pairs
+    ``(ref_index, hyp_index)`` in order: both set for a match or substitution, ``(i, None)`` for a
+    deleted ref token, ``(None, j)`` for an inserted hyp token.
+
+    Why our own and not ``align``: PER counts edits, so phone diagnosis must follow an edit path,
+    not the longest common blocks. Ties are broken the same way every time: a match or substitution
+    before a deletion before an insertion, read from the end of both sequences."""
+    n, m = len(ref), len(hyp)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]), cost[i - 1][j] + 1, cost[i][j - 1] + 1)
+    path: list[tuple[int | None, int | None]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            i, j = i - 1, j - 1
+            path.append((i, j))
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            i -= 1
+            path.append((i, None))
+        else:
+            j -= 1
+            path.append((None, j))
+    return path[::-1]
