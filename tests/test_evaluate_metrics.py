@@ -42,10 +42,23 @@ def test_score_metrics_match_scipy(pairs):
     assert m["rmse"] == pytest.approx(math.sqrt(np.mean((np.array(x) - np.array(y)) ** 2)), abs=1e-9)
     if len(set(x)) > 1 and len(set(y)) > 1:
         assert abs(m["pcc"] - stats.pearsonr(x, y)[0]) < 1e-9
+        assert m["p"] == pytest.approx(stats.pearsonr(x, y)[1], rel=1e-9, abs=1e-300)
         assert abs(m["scc"] - stats.spearmanr(x, y)[0]) < 1e-9
         assert "reason" not in m
     else:
-        assert m["pcc"] is None and m["scc"] is None and "constant" in m["reason"]
+        assert m["pcc"] is None and m["p"] is None and m["scc"] is None and "constant" in m["reason"]
+
+
+def test_pcc_p_value_separates_a_real_correlation_from_noise():
+    rng = np.random.default_rng(0)
+    human = rng.normal(size=200)
+    strong = score_metrics(human + 0.5 * rng.normal(size=200), human)
+    noise = score_metrics(rng.normal(size=200), human)
+    assert strong["p"] < 1e-20 and noise["p"] > 0.05
+    # two-sided t test of r with n - 2 degrees of freedom, computed directly
+    r, n = noise["pcc"], 200
+    t = r * math.sqrt((n - 2) / (1 - r * r))
+    assert noise["p"] == pytest.approx(2 * stats.t.sf(abs(t), n - 2), rel=1e-6)
 
 
 def test_constant_completeness_is_undefined_not_zero():

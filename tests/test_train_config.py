@@ -4,11 +4,11 @@ import pytest
 
 from lmm_apa.train.config import apply_overrides, load_config, resolve_config_path, shipped_configs
 
+SINGLE_TASKS = ("word_accuracy", "sentence_accuracy", "sentence_fluency", "sentence_prosodic", "sentence_total")
 PAPER_CONFIGS = {
-    "wang2025_ft", "wang2025_simpo", "wang2025_ft_private", "wang2025_word_sentence", "wang2025_dpo",
-    "wang2025_single_word_accuracy", "wang2025_single_sentence_accuracy", "wang2025_single_sentence_fluency",
-    "wang2025_single_sentence_prosodic", "wang2025_single_sentence_total", "ahn2025_lora", "ahn2025_unfreeze",
-    "tiny_demo",
+    "wang2025_ft", "wang2025_simpo", "wang2025_ft_private", "wang2025_word_sentence", "wang2025_word_sentence_simpo",
+    *(f"wang2025_single_{t}{dpo}" for t in SINGLE_TASKS for dpo in ("", "_dpo")),
+    "ahn2025_lora", "ahn2025_unfreeze", "tiny_demo",
 }
 
 
@@ -24,7 +24,7 @@ def test_shipped_config_validates(name):
 
 
 def test_wang2025_hyperparameters():
-    for name in ("wang2025_ft", "wang2025_simpo", "wang2025_dpo", "wang2025_single_word_accuracy"):
+    for name in ("wang2025_ft", "wang2025_simpo", "wang2025_single_sentence_total_dpo", "wang2025_single_word_accuracy"):
         cfg = load_config(name)
         assert cfg.model == "Qwen/Qwen2-Audio-7B-Instruct"
         assert (cfg.method, cfg.lora.r, cfg.batch_size, cfg.grad_accum) == ("lora", 8, 1, 8)
@@ -32,7 +32,16 @@ def test_wang2025_hyperparameters():
         assert cfg.bf16 is True
     simpo = load_config("wang2025_simpo")
     assert (simpo.objective, simpo.beta, simpo.gamma, simpo.lambda_ce, simpo.gamma_inside_beta) == ("simpo", 0.1, 0.5, 0.1, True)
-    assert load_config("wang2025_dpo").objective == "dpo"
+    for task in SINGLE_TASKS:  # Table 3 "DPO" continues the same task's "FT" adapter, its reference policy
+        dpo = load_config(f"wang2025_single_{task}_dpo")
+        assert (dpo.objective, dpo.dpo_ce_weight) == ("dpo", 0.0)
+        assert dpo.init_adapter == load_config(f"wang2025_single_{task}").output_dir + "/adapter"
+        assert dpo.tasks == [task.replace("_", "-")]
+    assert simpo.init_adapter == load_config("wang2025_ft").output_dir + "/adapter"
+    table2_simpo = load_config("wang2025_word_sentence_simpo")
+    assert table2_simpo.objective == "simpo" and table2_simpo.tasks == ["word-sentence"]
+    assert table2_simpo.init_adapter == load_config("wang2025_word_sentence").output_dir + "/adapter"
+    assert load_config("wang2025_ft").init_adapter is None
     private = load_config("wang2025_ft_private")
     assert private.epochs == 2 and len(private.data.train) == 2 and private.tasks == ["word-sentence"]
     assert load_config("wang2025_ft").tasks == ["full"]
@@ -45,8 +54,9 @@ def test_ahn2025_hyperparameters():
         assert cfg.model == "microsoft/Phi-4-multimodal-instruct"
         assert cfg.tasks == ["apa", "mdd"]
         assert (cfg.batch_size, cfg.grad_accum, cfg.optimizer, cfg.lr, cfg.weight_decay) == (8, 8, "adam", 2e-5, 0.0)
-    assert (lora.method, lora.epochs) == ("lora", 3)
-    assert (unfreeze.method, unfreeze.epochs) == ("unfreeze", 4)
+    # Table 3: epochs 1-4 of one run each, an adapter kept per epoch
+    assert (lora.method, lora.epochs, lora.save_every_epoch) == ("lora", 4, True)
+    assert (unfreeze.method, unfreeze.epochs, unfreeze.save_every_epoch) == ("unfreeze", 4, True)
 
 
 def test_overrides_are_dotted_and_yaml_parsed():
@@ -72,7 +82,7 @@ def test_bad_values_and_inconsistent_settings_are_rejected():
     with pytest.raises(ValueError, match="method"):
         load_config("wang2025_ft", ["method=prefix"])
     with pytest.raises(ValueError, match="dpo"):
-        load_config("wang2025_dpo", ["method=unfreeze"])
+        load_config("wang2025_single_word_accuracy_dpo", ["method=unfreeze"])
     with pytest.raises(ValueError, match="weight_decay"):
         load_config("ahn2025_lora", ["weight_decay=0.01"])
     with pytest.raises(ValueError, match="key=value"):

@@ -9,6 +9,7 @@ import torch
 from lmm_apa.train.losses import (
     answer_positions,
     answer_token_nll,
+    dpo_ce_loss,
     dpo_loss,
     first_rows,
     sequence_logps,
@@ -164,6 +165,23 @@ def test_dpo_loss_matches_the_formula_and_gradient_sign():
     pr_ = pr.clone().requires_grad_(True)
     dpo_loss(pc_, pr_, rc, rr).sum().backward()
     assert (pc_.grad < 0).all() and (pr_.grad > 0).all()
+
+
+def test_dpo_ce_adds_the_weighted_chosen_cross_entropy():
+    """L = mean(L_DPO) + w * CE: w = 0 is plain DPO; the CE term's gradient lowers the chosen NLL,
+    so with the DPO part fixed the total rises by exactly w * CE."""
+    pc, pr, rc, rr = (torch.tensor(v, dtype=torch.float64) for v in ([-3.0, -4.0], [-5.0, -2.0], [-3.5, -4.5], [-4.0, -2.5]))
+    plain = dpo_loss(pc, pr, rc, rr, beta=0.1).mean()
+    ce = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    total0, dpo0 = dpo_ce_loss(pc, pr, rc, rr, ce, beta=0.1, ce_weight=0.0)
+    assert total0.item() == pytest.approx(plain.item(), abs=1e-12) and dpo0.item() == pytest.approx(plain.item(), abs=1e-12)
+    direct = sum(math.log(1 + math.exp(-0.1 * ((a - c) - (b - d))))
+                 for a, b, c, d in zip(pc.tolist(), pr.tolist(), rc.tolist(), rr.tolist())) / 2
+    total, dpo = dpo_ce_loss(pc, pr, rc, rr, ce, beta=0.1, ce_weight=0.25)
+    assert dpo.item() == pytest.approx(direct, abs=1e-9)
+    assert total.item() == pytest.approx(direct + 0.25 * 0.8, abs=1e-9)
+    total.backward()
+    assert ce.grad.item() == pytest.approx(0.25)
 
 
 def test_gradient_through_logits_favours_the_chosen_tokens():

@@ -1,14 +1,14 @@
 """The papers' metrics, as pure functions of numbers and strings.
 
 - score agreement (both papers): PCC (``scipy.stats.pearsonr``), SCC (``scipy.stats.spearmanr``),
-  RMSE. A correlation of a constant series is undefined: it is ``None`` with a ``reason``, never a
+  RMSE, and the PCC's p-value (``p``). A correlation of a constant series is undefined: it is ``None`` with a ``reason``, never a
   crash and never a misleading 0 (SO762 completeness is almost always 10);
-- WER and PER (seed 002 eq. 1-2): Levenshtein (S + D + I) / N summed over the corpus, via jiwer;
-- mispronunciation detection precision / recall / F1 (seed 002 eq. 3-5) from the detection counts
+- WER and PER (Ahn & Nam 2025 eq. 1-2): Levenshtein (S + D + I) / N summed over the corpus, via jiwer;
+- mispronunciation detection precision / recall / F1 (Ahn & Nam 2025 eq. 3-5) from the detection counts
   (TP = true rejection, FP = false rejection, FN = false acceptance); the counting itself, with
   the MDD phone convention and alignment, is in ``evaluate.mdd``.
 
-Phone symbols are compared without stress digits by default (``IY0`` == ``IY``): seed 002's MDD
+Phone symbols are compared without stress digits by default (``IY0`` == ``IY``): Ahn & Nam 2025's MDD
 prompt asks for CMUdict phones as in "AA, IH", and stress is not part of phone identity in MDD.
 """
 
@@ -59,10 +59,22 @@ def rmse(pred: Sequence[float], human: Sequence[float]) -> float | None:
     return None if x.size == 0 else float(np.sqrt(np.mean((x - y) ** 2)))
 
 
-def score_metrics(pred: Sequence[float], human: Sequence[float]) -> dict:
-    """``{"pcc", "scc", "rmse", "n"}`` (+ ``"reason"`` when a correlation is undefined)."""
+def pcc_p_value(pred: Sequence[float], human: Sequence[float]) -> float | None:
+    """Two-sided p-value of the Pearson correlation (``scipy.stats.pearsonr``: the null hypothesis
+    of no linear correlation); None when the correlation is undefined. Ahn & Nam 2025 Table 3 marks
+    the PCCs whose p is not under 0.05."""
     x, y = _clean(pred, human)
-    out = {"pcc": pcc(x, y), "scc": scc(x, y), "rmse": rmse(x, y), "n": int(x.size)}
+    return None if _undefined_reason(x, y) else float(stats.pearsonr(x, y)[1])
+
+
+SIGNIFICANCE_LEVEL = 0.05
+
+
+def score_metrics(pred: Sequence[float], human: Sequence[float]) -> dict:
+    """``{"pcc", "p", "scc", "rmse", "n"}`` (``p``: the PCC's p-value; + ``"reason"`` when a
+    correlation is undefined)."""
+    x, y = _clean(pred, human)
+    out = {"pcc": pcc(x, y), "p": pcc_p_value(x, y), "scc": scc(x, y), "rmse": rmse(x, y), "n": int(x.size)}
     reason = _undefined_reason(x, y)
     if reason:
         out["reason"] = reason

@@ -6,7 +6,8 @@ with the default. ``--set key=value`` takes dotted keys (``lora.r=16``) and YAML
 (``--set tasks=[apa,mdd]``, ``--set bf16=false``), so any field can be overridden from the command
 line without a new flag per field.
 
-The shipped configs (``lmm_apa/configs/<name>.yaml``) hold the papers' hyperparameters (SPEC §3).
+The shipped configs (``lmm_apa/configs/<name>.yaml``) hold the papers' hyperparameters
+(Wang et al. 2025 section 3.2; Ahn & Nam 2025 section 4.2).
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ class TrainConfig(_Strict):
     arch: Optional[str] = None  # qwen2-audio | phi4-mm; None = from the saved config
     method: Literal["lora", "unfreeze", "full", "qlora"] = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    # objective (seed 001 eq. 1-3; DPO)
+    # where the trainable weights start: a trained adapter folder (``output_dir/adapter`` of an SFT
+    # run) instead of a fresh LoRA; a DPO run then takes that SFT model as its reference policy
+    init_adapter: Optional[str] = None
+    # objective (Wang et al. 2025 eq. 1-3; DPO)
     objective: Literal["sft", "simpo", "dpo"] = "sft"
     beta: float = Field(0.1, gt=0.0)
     gamma: float = 0.5
     lambda_ce: float = Field(0.1, ge=0.0, alias="lambda")
-    gamma_inside_beta: bool = True  # seed 001 eq. 1; False = the SimPO paper's placement
+    gamma_inside_beta: bool = True  # Wang et al. 2025 eq. 1; False = the SimPO paper's placement
+    dpo_ce_weight: float = Field(0.0, ge=0.0)  # DPO + w * CE on the chosen answer (0: plain DPO)
     preference_aspect: Optional[str] = None  # aspect the simulated negative changes; None = the task's own
     # data
     tasks: list[str] = Field(min_length=1)
@@ -89,6 +94,7 @@ class TrainConfig(_Strict):
     output_dir: str = "runs/default"
     save_steps: int = Field(500, ge=1)
     save_total_limit: Optional[int] = Field(2, ge=1)
+    save_every_epoch: bool = False  # also keep the adapter of each finished epoch: adapter-epoch{N}/
     logging_steps: int = Field(10, ge=1)
     resume: Union[bool, Literal["auto"]] = "auto"  # auto: resume when output_dir has a checkpoint
     seed: int = 0
@@ -115,9 +121,12 @@ class TrainConfig(_Strict):
     def _consistent(self) -> "TrainConfig":
         if self.objective == "dpo" and self.method not in ("lora", "qlora"):
             raise ValueError(
-                "objective 'dpo' takes its reference policy from the base model with the adapter disabled, "
-                f"which needs method 'lora' or 'qlora' (got '{self.method}')"
+                "objective 'dpo' takes its reference policy from a frozen LoRA state (the init_adapter, or the base "
+                f"model with the adapter disabled), which needs method 'lora' or 'qlora' (got '{self.method}')"
             )
+        if self.dpo_ce_weight and self.objective != "dpo":
+            raise ValueError(f"dpo_ce_weight applies to objective 'dpo' only (objective is '{self.objective}'); "
+                             "SimPO's CE term is 'lambda'")
         if self.optimizer == "adam" and self.weight_decay != 0.0:
             raise ValueError("optimizer 'adam' is AdamW with weight_decay 0; set weight_decay: 0 or use adamw_torch")
         return self

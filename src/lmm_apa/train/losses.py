@@ -4,16 +4,18 @@ Why pure: the formulas are the part of a preference method that is easiest to ge
 sign, where the margin sits, sum vs mean), so they live where a test can compare them with a direct
 computation of the paper's equations. The trainer (``lmm_apa.train.trainer``) only wires them up.
 
-Seed 001 (eq. 1-3):
+Wang et al. 2025 (eq. 1-3):
 
 - ``r(y) = 1/|y| * sum_t log P(y_t | y_<t)``  -- ``sequence_logps(..., average=True)``
 - ``L_SimPO = log(1 + exp(-beta * (r(y+) - r(y-) - gamma)))``  -- ``simpo_loss`` (gamma INSIDE
-  the beta bracket, as the seed writes it; the SimPO paper puts it outside:
+  the beta bracket, as Wang et al. 2025 write it; the SimPO paper puts it outside:
   ``-log sigmoid(beta * (r(y+) - r(y-)) - gamma)``; ``gamma_inside_beta`` picks the placement)
 - ``L = L_SimPO + lambda * L_CE`` (CE on the chosen response)  -- ``simpo_ce_loss``
 
 DPO (Rafailov et al. 2023): ``-log sigmoid(beta * ((pi+ - ref+) - (pi- - ref-)))`` on summed
-log-probabilities -- ``dpo_loss``.
+log-probabilities -- ``dpo_loss``; ``dpo_ce_loss`` adds ``w * L_CE`` on the chosen answer (the
+analogue of Wang et al. 2025's eq. 3 for DPO, off by default: ``dpo_ce_weight: 0``), which keeps a
+preference run that starts from an SFT model from drifting away from the answer format.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def first_rows(logits: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torc
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = True) -> torch.Tensor:
-    """Log-likelihood of each row's answer tokens: mean per token (seed 001's r(y)) or sum (DPO).
+    """Log-likelihood of each row's answer tokens: mean per token (Wang et al. 2025's r(y)) or sum (DPO).
 
     ``labels`` are aligned with the input ids as transformers' causal LMs expect (the logit at
     position t predicts the token at t+1); positions marked -100 (prompt, audio, padding) do not
@@ -98,7 +100,7 @@ def simpo_loss(
 ) -> torch.Tensor:
     """Per-pair SimPO loss. ``chosen_r`` / ``rejected_r`` are mean token log-likelihoods r(y).
 
-    ``gamma_inside_beta=True``: seed 001 eq. 1, ``log(1 + exp(-beta * (r+ - r- - gamma)))``.
+    ``gamma_inside_beta=True``: Wang et al. 2025 eq. 1, ``log(1 + exp(-beta * (r+ - r- - gamma)))``.
     ``False``: the SimPO paper, ``log(1 + exp(-(beta * (r+ - r-) - gamma)))``.
     ``softplus(-z)`` is ``log(1 + exp(-z))`` computed without overflow.
     """
@@ -116,7 +118,7 @@ def simpo_ce_loss(
     lam: float = 0.1,
     gamma_inside_beta: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed 001 eq. 3: ``L = mean(L_SimPO) + lambda * L_CE``; returns (total, mean L_SimPO)."""
+    """Wang et al. 2025 eq. 3: ``L = mean(L_SimPO) + lambda * L_CE``; returns (total, mean L_SimPO)."""
     simpo = simpo_loss(chosen_r, rejected_r, beta=beta, gamma=gamma, gamma_inside_beta=gamma_inside_beta).mean()
     return simpo + lam * chosen_ce, simpo
 
@@ -131,3 +133,18 @@ def dpo_loss(
     """Per-pair DPO loss ``-log sigmoid(beta * ((pi+ - ref+) - (pi- - ref-)))`` on summed log-probs."""
     z = beta * ((policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps))
     return F.softplus(-z)
+
+
+def dpo_ce_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_ce: torch.Tensor,
+    beta: float = 0.1,
+    ce_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``L = mean(L_DPO) + ce_weight * L_CE`` (CE: token-mean NLL of the chosen answers); returns
+    (total, mean L_DPO). With ``ce_weight`` 0 the total is plain DPO."""
+    dpo = dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta).mean()
+    return dpo + ce_weight * chosen_ce, dpo

@@ -2,11 +2,17 @@
 
 config -> corpora -> (utterance, task) examples -> backbone + adapter -> Trainer -> adapter folder.
 
+Preference training after SFT (``init_adapter``): the trainable weights start as the SFT adapter
+(loaded trainable instead of a fresh LoRA), and DPO's reference policy is that SFT model, kept as a
+second, frozen copy of the adapter (``REFERENCE_ADAPTER``; see ``trainer.reference_policy``).
+
 What the run leaves in ``output_dir``:
 
 - ``adapter/``: the trained adapter (peft ``save_pretrained``; the full model for ``method: full``),
   the tokenizer, and ``lmm_apa_adapter.json`` naming the base model, arch, method and tasks, so
   ``predict`` / ``assess`` need only ``--adapter``;
+- ``adapter-epoch{N}/`` (``save_every_epoch: true``): the same, as it was at the end of epoch N
+  (Ahn & Nam 2025 Table 3 evaluates epochs 1-4 of one run);
 - ``checkpoint-N/``: resumable checkpoints (atomic; a re-run with the same ``output_dir`` resumes
   from the newest complete one);
 - ``loss_log.jsonl`` + ``loss.png``; ``skipped.jsonl`` (utterances that could not be used, why);
@@ -28,6 +34,7 @@ from lmm_apa.train.config import TrainConfig, load_config
 from lmm_apa.train.dataset import SkipLog, TrainDataset, build_examples, estimate_lengths
 
 ADAPTER_INFO = "lmm_apa_adapter.json"
+REFERENCE_ADAPTER = "reference"  # the frozen SFT adapter a DPO run started from (never saved)
 
 
 def _count_lines(path: Optional[Path]) -> int:
@@ -108,14 +115,14 @@ def _training_arguments(cfg: TrainConfig, device: str, bf16: bool):
     )
 
 
-def _save_adapter(trainer, backbone, cfg: TrainConfig, out: Path) -> Path:
-    """``out/adapter`` via the models area's ``save_adapter`` (peft folder or full model, plus
+def _save_adapter(trainer, backbone, cfg: TrainConfig, out: Path, name: str = "adapter") -> Path:
+    """``out/<name>`` via the models area's ``save_adapter`` (peft folder or full model, plus
     ``lmm_apa_adapter.json`` naming arch, method and base model, which ``load_adapter`` and
     ``--adapter`` read), with the tokenizer and the run's tasks/objective added. Written to
-    ``adapter.tmp`` and renamed: never half a model."""
+    ``<name>.tmp`` and renamed: never half a model. A DPO reference adapter is left out."""
     from lmm_apa.models.adapters import ADAPTER_INFO, save_adapter
 
-    final, tmp = out / "adapter", out / "adapter.tmp"
+    final, tmp = out / name, out / f"{name}.tmp"
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         if tmp.exists():
@@ -123,17 +130,33 @@ def _save_adapter(trainer, backbone, cfg: TrainConfig, out: Path) -> Path:
         if Path(backbone.source).exists():
             backbone.source = str(Path(backbone.source).resolve())
         save_adapter(backbone, tmp)
+        shutil.rmtree(tmp / REFERENCE_ADAPTER, ignore_errors=True)  # peft saves extra adapters in subfolders
         if backbone.tokenizer is not None:
             backbone.tokenizer.save_pretrained(str(tmp))
         info = json.loads((tmp / ADAPTER_INFO).read_text())
         info.update({"objective": cfg.objective, "tasks": list(cfg.tasks), "lora": cfg.lora.model_dump(),
-                     "quantization": "4bit" if cfg.method == "qlora" else None, "config": cfg.name})
+                     "quantization": "4bit" if cfg.method == "qlora" else None, "config": cfg.name,
+                     "init_adapter": cfg.init_adapter})
         (tmp / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def epoch_adapter_callback(trainer, backbone, cfg: TrainConfig, out: Path):
+    """A callback writing ``out/adapter-epoch{N}`` at the end of every complete epoch N (a run
+    stopped mid-epoch writes none for that epoch)."""
+    from transformers import TrainerCallback
+
+    class EpochAdapters(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            epoch = round(state.epoch or 0)
+            if epoch >= 1 and abs((state.epoch or 0) - epoch) < 1e-6:
+                _save_adapter(trainer, backbone, cfg, out, name=f"adapter-epoch{epoch}")
+
+    return EpochAdapters()
 
 
 def build_trainer(cfg: TrainConfig, backbone, dataset, callbacks: Sequence = ()):
@@ -149,14 +172,63 @@ def build_trainer(cfg: TrainConfig, backbone, dataset, callbacks: Sequence = ())
     else:
         trainer = PreferenceTrainer(
             data_collator=PreferenceCollator(backbone), objective=cfg.objective, beta=cfg.beta, gamma=cfg.gamma,
-            lambda_ce=cfg.lambda_ce, gamma_inside_beta=cfg.gamma_inside_beta, **common,
+            lambda_ce=cfg.lambda_ce, gamma_inside_beta=cfg.gamma_inside_beta, dpo_ce_weight=cfg.dpo_ce_weight,
+            reference_adapter=REFERENCE_ADAPTER if cfg.objective == "dpo" and cfg.init_adapter else None, **common,
         )
     use_stderr_progress(trainer)
     return trainer
 
 
+def read_init_adapter(cfg: TrainConfig) -> dict:
+    """The ``lmm_apa_adapter.json`` of ``cfg.init_adapter``, checked against the config: the folder
+    exists, and it was trained with the same method (the adapter's structure is what training
+    continues; ``lora`` and ``qlora`` share it)."""
+    from lmm_apa.models.adapters import ADAPTER_INFO as INFO
+
+    folder = Path(cfg.init_adapter)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"init_adapter {folder}: no such adapter folder (train the SFT run first)")
+    info_file = folder / INFO
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    method = "lora" if cfg.method == "qlora" else cfg.method
+    if info.get("method") and info["method"] != method:
+        raise ValueError(f"init_adapter {folder} was trained with method '{info['method']}', "
+                         f"the config says '{cfg.method}'; set method: {info['method']}")
+    return info
+
+
+def _start_from_adapter(backbone, cfg: TrainConfig):
+    """The trained ``init_adapter`` on ``backbone``, trainable (gradient checkpointing and 4-bit
+    preparation as ``apply_adapter`` does them); for DPO, the same folder again as the frozen
+    ``REFERENCE_ADAPTER``."""
+    from lmm_apa.models.adapters import load_adapter
+
+    info = read_init_adapter(cfg)
+    if cfg.method == "qlora":  # before peft wraps the model (it freezes every base weight)
+        from peft import prepare_model_for_kbit_training
+
+        backbone.model = prepare_model_for_kbit_training(
+            backbone.model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    load_adapter(backbone, cfg.init_adapter, is_trainable=True)
+    if cfg.gradient_checkpointing and cfg.method != "qlora":  # after: a full model is replaced by the load
+        model = backbone.model
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.objective == "dpo":
+        backbone.model.load_adapter(cfg.init_adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+    backbone.model.train()
+    backbone.adapter_method = info.get("method") or ("lora" if cfg.method == "qlora" else cfg.method)
+    return backbone
+
+
 def prepare_backbone(cfg: TrainConfig):
-    """Backbone loaded as the config says, with its adapter applied (trainable parameters set)."""
+    """Backbone loaded as the config says, with its adapter applied (trainable parameters set):
+    a fresh one, or the trained ``init_adapter`` to continue from."""
     from lmm_apa.models.adapters import apply_adapter
     from lmm_apa.models.backbones import load_backbone
 
@@ -164,6 +236,8 @@ def prepare_backbone(cfg: TrainConfig):
     dtype = "bfloat16" if _use_bf16(cfg, device) and device.startswith("cuda") else "float32"
     backbone = load_backbone(cfg.model, arch=cfg.arch, dtype=dtype, device=device,
                              quantization="4bit" if cfg.method == "qlora" else None)
+    if cfg.init_adapter:
+        return _start_from_adapter(backbone, cfg)
     method = "lora" if cfg.method == "qlora" else cfg.method
     apply_adapter(backbone, method=method, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                   target_modules=cfg.lora.target_modules, gradient_checkpointing=cfg.gradient_checkpointing,
@@ -171,7 +245,8 @@ def prepare_backbone(cfg: TrainConfig):
     if cfg.objective == "dpo" and getattr(backbone, "own_lora", None) is not None:
         raise ValueError(
             f"{cfg.model}: DPO takes its reference policy from the model with the adapter disabled, which would also "
-            "drop the checkpoint's own (speech) LoRA; set lora.target_modules to train a fresh LoRA instead"
+            "drop the checkpoint's own (speech) LoRA; set lora.target_modules to train a fresh LoRA, or start from a "
+            "trained adapter (init_adapter), which then serves as the reference"
         )
     return backbone
 
@@ -212,6 +287,8 @@ def train_from_config(
 
     stop = GracefulStopCallback()
     trainer = build_trainer(cfg, backbone, dataset, callbacks=[LossLogCallback(out), stop, *callbacks])
+    if cfg.save_every_epoch:
+        trainer.add_callback(epoch_adapter_callback(trainer, backbone, cfg, out))
     resume = None
     if cfg.resume is not False:
         resume = find_resume_checkpoint(out)
@@ -243,6 +320,8 @@ def train_from_config(
         "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
         "seconds": round(time.time() - started, 2),
         "loss_log": str(out / "loss_log.jsonl"),
+        "init_adapter": cfg.init_adapter,
+        "epoch_adapters": sorted(str(p) for p in out.glob("adapter-epoch*") if p.is_dir() and not p.name.endswith(".tmp")),
     }
     if trainer.args.should_save:
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))

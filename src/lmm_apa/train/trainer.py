@@ -8,9 +8,12 @@
   * atomic checkpoints: each checkpoint is written under ``output_dir/.checkpoint-tmp`` and renamed
     to ``checkpoint-N`` only when complete, so a kill mid-save never leaves a checkpoint that a
     resume would pick up half-written (transformers 5.23 writes in place).
-- ``PreferenceTrainer``: SimPO + lambda*CE (seed 001 eq. 1-3) or DPO, chosen and rejected rows in one
-  concatenated forward; DPO's reference log-probs come from the same model with the LoRA adapter
-  disabled (no second copy in memory). Loss parts (simpo, ce, margin, reward accuracy) are logged
+- ``PreferenceTrainer``: SimPO + lambda*CE (Wang et al. 2025 eq. 1-3) or DPO (+ an optional CE
+  term), chosen and rejected rows in one concatenated forward. DPO's reference policy is never a
+  second copy of the backbone: from a fresh LoRA it is the same model with the adapter disabled
+  (the base model); from an SFT adapter (``init_adapter``) it is that adapter loaded a second time
+  as a frozen, named peft adapter (``reference_adapter``), switched on for the reference forward
+  only (see ``reference_policy``). Loss parts (simpo / dpo, ce, margin, reward accuracy) are logged
   next to the loss.
 
 Callbacks: ``LossLogCallback`` (``loss_log.jsonl`` + ``loss.png`` a user can plot or read) and
@@ -26,6 +29,7 @@ import shutil
 import signal
 import sys
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,7 +40,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lmm_apa.models.logits import logits_only_at
-from lmm_apa.train.losses import (answer_positions, answer_token_nll, dpo_loss, first_rows, sequence_logps,
+from lmm_apa.train.losses import (answer_positions, answer_token_nll, dpo_ce_loss, first_rows, sequence_logps,
                                    simpo_ce_loss)
 
 STAGING_DIR = ".checkpoint-tmp"
@@ -161,25 +165,58 @@ class APATrainer(Trainer):
             shutil.rmtree(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}"), ignore_errors=True)
 
 
+@contextmanager
+def reference_policy(peft_model, reference_adapter: Optional[str] = None):
+    """The model as DPO's reference policy, for the duration of a no-grad forward.
+
+    ``reference_adapter`` None: the trained LoRA is disabled, leaving the base model (a fresh LoRA
+    starts as the base model, so this is the policy's starting point). A name: that frozen peft
+    adapter (the SFT adapter the run started from, loaded a second time) is made the active one,
+    then the trained adapter is made active and trainable again. Both are exact and cost no second
+    backbone: the second LoRA of a rank-8 Qwen2-Audio-7B is ~20 M parameters. (Merging the SFT
+    adapter into the base and training a fresh LoRA on top would be as cheap, but the result would
+    no longer be one adapter on the released base model, and 4-bit weights cannot take a merge
+    exactly.) Dropout is off for the reference forward (eval mode), so the reference log-probs are
+    a deterministic function of the frozen weights."""
+    if not hasattr(peft_model, "disable_adapter"):
+        raise ValueError("DPO needs a peft (LoRA) model: its reference policy is a frozen LoRA state")
+    was_training = peft_model.training
+    peft_model.eval()
+    try:
+        if reference_adapter is None:
+            with peft_model.disable_adapter():
+                yield peft_model
+        else:
+            trained = peft_model.active_adapter
+            peft_model.set_adapter(reference_adapter, inference_mode=True)
+            try:
+                yield peft_model
+            finally:
+                peft_model.set_adapter(trained)  # trainable again; the reference stays frozen
+    finally:
+        peft_model.train(was_training)
+
+
 class PreferenceTrainer(APATrainer):
-    """SimPO + lambda*CE or DPO on batches from ``PreferenceCollator`` (rows: n chosen, then n rejected)."""
+    """SimPO + lambda*CE or DPO (+ w*CE) on batches from ``PreferenceCollator`` (rows: n chosen,
+    then n rejected)."""
 
     loss_is_scaled_for_ga = False  # our loss is a per-batch mean; Trainer divides by grad_accum
 
     def __init__(self, *args, objective: str = "simpo", beta: float = 0.1, gamma: float = 0.5,
-                 lambda_ce: float = 0.1, gamma_inside_beta: bool = True, **kwargs):
+                 lambda_ce: float = 0.1, gamma_inside_beta: bool = True, dpo_ce_weight: float = 0.0,
+                 reference_adapter: Optional[str] = None, **kwargs):
         if objective not in ("simpo", "dpo"):
             raise ValueError(f"PreferenceTrainer objective must be 'simpo' or 'dpo', got {objective!r}")
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.beta, self.gamma, self.lambda_ce, self.gamma_inside_beta = beta, gamma, lambda_ce, gamma_inside_beta
+        self.dpo_ce_weight, self.reference_adapter = dpo_ce_weight, reference_adapter
         self._parts: dict[str, list[float]] = defaultdict(list)
 
     def _reference_logps(self, model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
         peft_model = self.accelerator.unwrap_model(model)
-        if not hasattr(peft_model, "disable_adapter"):
-            raise ValueError("DPO needs a peft (LoRA) model: its reference policy is the model with the adapter disabled")
-        with torch.no_grad(), peft_model.disable_adapter():
+        with torch.no_grad(), reference_policy(peft_model, self.reference_adapter):
             ref_logits = answer_logits(peft_model, inputs, labels).logits
         return sequence_logps(ref_logits, labels, average=False)
 
@@ -199,12 +236,15 @@ class PreferenceTrainer(APATrainer):
         else:
             logps = sequence_logps(logits, labels, average=False)
             ref = self._reference_logps(model, inputs, labels)
-            losses = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], beta=self.beta)
-            loss = losses.mean()
+            ce = answer_token_nll(*first_rows(logits, labels, n)) if self.dpo_ce_weight else logits.new_zeros(())
+            loss, dpo = dpo_ce_loss(logps[:n], logps[n:], ref[:n], ref[n:], ce, beta=self.beta,
+                                    ce_weight=self.dpo_ce_weight)
             chosen_reward = self.beta * (logps[:n] - ref[:n]).detach()
             rejected_reward = self.beta * (logps[n:] - ref[n:]).detach()
-            parts = {"dpo": loss, "margin": (chosen_reward - rejected_reward).mean(),
+            parts = {"dpo": dpo, "margin": (chosen_reward - rejected_reward).mean(),
                      "reward_accuracy": (chosen_reward > rejected_reward).float().mean()}
+            if self.dpo_ce_weight:
+                parts["ce"] = ce
         if self.model.training:
             for k, v in parts.items():
                 self._parts[k].append(float(v.detach().float().cpu()))
