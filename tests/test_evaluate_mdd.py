@@ -128,7 +128,7 @@ def annotated_words(draw):
                                min_size=1, max_size=5))
         indices = draw(st.lists(st.integers(0, len(phones) - 1), unique=True, max_size=len(phones)))
         mis = [Mispronunciation(phones[i], i, draw(_PRONOUNCED)) for i in indices]
-        words.append(Word(f"W{k}", phones, mispronunciations=mis))
+        words.append(Word("WORD" + "ABCDE"[k], phones, mispronunciations=mis))
     return words
 
 
