@@ -1,4 +1,4 @@
-"""``lmm-apa evaluate``: score a predictions JSONL against a labelled corpus (SPEC §4, §7).
+"""``lmm-apa evaluate``: score a predictions JSONL against a labelled corpus.
 
 Why it parses ``output`` itself: predictions written by any system in the papers' answer formats
 can be scored, and the parse failures are counted here, per slot, by one parser. Nothing is dropped
@@ -8,9 +8,10 @@ duplicated lines and unparsable answers are all counted and listed in ``metrics.
 Scales: sentence and word scores 0-10; phone scores are compared on SO762's 0-2 scale (model-scale
 values / 5), the GOPT / HMamba convention for phone RMSE. Correlations are scale-free.
 
-A file may hold several tasks (e.g. seed 002's ``apa`` and ``mdd`` lines for the same ids). Each
+A file may hold several tasks (e.g. Ahn & Nam 2025's ``apa`` and ``mdd`` lines for the same ids). Each
 task's figures are under ``metrics["tasks"][name]``; the top level takes every aspect from the
-first task (in file order) that produces it, plus ``mdd`` from the ``mdd`` lines.
+first task (in file order) that produces it, plus ``mdd`` from the lines of a task with an ``mdd``
+metric section (``Task.metric_sections``).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Utterance, phone_from_model
 from lmm_apa.evaluate.mdd import MddAccumulator, per_vs_accuracy
 from lmm_apa.evaluate.metrics import score_metrics
-from lmm_apa.prompts.tasks import TASK_NAMES, get_task
-from lmm_apa.prompts.template import key_from_str, key_to_str
+from lmm_apa.prompts.tasks import TASK_NAMES, Task, get_task
+from lmm_apa.prompts.template import SlotKey, key_from_str, key_to_str
 
 LEVEL_ASPECTS = {"sentence": SENTENCE_ASPECTS, "word": WORD_ASPECTS, "phone": ("accuracy",)}
 
@@ -78,14 +80,23 @@ def _level_block(pairs: Mapping[tuple[str, str], list], aspects: Iterable[tuple[
     return out
 
 
-def evaluate_records(records: list[dict], references: Mapping[str, Utterance], bad_lines: list[dict] | None = None) -> tuple[dict, dict]:
-    """The core, free of files: ``(metrics, details)``. ``details`` holds the score pairs per
-    (source, level, aspect) for plots: ``details["pairs"]["main"][(level, aspect)]`` is a list of
-    ``{"id", "key", "pred", "human"}``; ``details["pairs"]["expected"]`` the same from ``expected``."""
-    bad_lines = list(bad_lines or [])
+@dataclass
+class _TaskTally:
+    """What one task's lines add up to: score pairs (argmax and expected), failures, line count."""
+
+    task: Task
+    n: int = 0
+    pairs: dict = field(default_factory=lambda: defaultdict(list))
+    expected: dict = field(default_factory=lambda: defaultdict(list))
+    has_expected: bool = False
+    failures: list = field(default_factory=list)
+
+
+def _latest_lines(records: list[dict], references: Mapping[str, Utterance], bad_lines: list[dict]):
+    """``(latest, duplicates, unknown_ids)``: the last line per (id, task) (a resumed run appends:
+    the last line wins); lines of an unknown task go to ``bad_lines``."""
     latest: dict[tuple[str, str], dict] = {}
-    duplicates = []
-    unknown_ids: list[str] = []
+    duplicates, unknown_ids = [], []
     for rec in records:
         task_name, uid = str(rec["task"]), str(rec["id"])
         if task_name not in TASK_NAMES:
@@ -96,102 +107,123 @@ def evaluate_records(records: list[dict], references: Mapping[str, Utterance], b
             continue
         if (uid, task_name) in latest:
             duplicates.append({"id": uid, "task": task_name, "line": rec.get("_line")})
-        latest[(uid, task_name)] = rec  # a resumed run appends: the last line wins
+        latest[(uid, task_name)] = rec
+    return latest, duplicates, unknown_ids
 
-    task_order = list(dict.fromkeys(t for _, t in latest))
-    per_task_pairs: dict[str, dict] = {t: defaultdict(list) for t in task_order}
-    per_task_expected: dict[str, dict] = {t: defaultdict(list) for t in task_order}
-    per_task_failures: dict[str, list] = {t: [] for t in task_order}
-    per_task_n = defaultdict(int)
-    has_expected = defaultdict(bool)
+
+def _failure_reasons(rec: dict, parsed) -> list[str]:
+    """Why a line counts as a parse failure ([] when it does not)."""
+    reasons = []
+    if rec.get("error"):
+        reasons.append(f"error: {rec['error']}")
+    if not isinstance(rec.get("output"), str):
+        reasons.append("no output text")
+    if parsed.missing:
+        reasons.append(f"{len(parsed.missing)} missing ({', '.join(key_to_str(k) for k in parsed.missing[:5])}"
+                       + (", ..." if len(parsed.missing) > 5 else "") + ")")
+    if parsed.malformed:
+        reasons.append(f"{len(parsed.malformed)} malformed")
+    if parsed.out_of_range:
+        reasons.append(f"{len(parsed.out_of_range)} out of range")
+    return reasons
+
+
+def _pair(uid: str, key, name: str, pred: float, human: float) -> dict:
+    return {"id": uid, "key": name, "pred": _to_common_scale(key, pred), "human": _to_common_scale(key, human)}
+
+
+def _add_score_pairs(tally: _TaskTally, uid: str, utt: Utterance, parsed, rec: dict) -> None:
+    """Pair every parsed (and every ``expected``) score with its human label."""
+    human = tally.task.reference_values(utt)
+    for key, value in parsed.values.items():
+        if key in human:
+            tally.pairs[key.aspect_pair].append(_pair(uid, key, key_to_str(key), value, human[key]))
+    expected = rec.get("expected")
+    if not isinstance(expected, dict):
+        return
+    tally.has_expected = True
+    for name, value in expected.items():
+        try:
+            key = key_from_str(str(name))
+        except (ValueError, IndexError):
+            continue
+        if key in human and _finite(value):
+            tally.expected[key.aspect_pair].append(_pair(uid, key, name, float(value), human[key]))
+
+
+def _tally_lines(latest: dict, references: Mapping[str, Utterance]):
+    """Parse every kept line once: ``(tallies, mdd, predicted_accuracy, accuracy_source)``."""
+    tallies = {t: _TaskTally(get_task(t)) for t in dict.fromkeys(t for _, t in latest)}
     mdd = MddAccumulator()
     predicted_accuracy: dict[str, float] = {}
-    accuracy_source = next((t for t in task_order if ("sentence", "accuracy") in get_task(t).aspects), None)
-
+    accuracy_key = SlotKey.sentence("accuracy")
+    accuracy_source = next((t for t, tally in tallies.items() if accuracy_key.aspect_pair in tally.task.aspects), None)
     for (uid, task_name), rec in latest.items():
-        task, utt = get_task(task_name), references[uid]
-        per_task_n[task_name] += 1
+        tally, utt = tallies[task_name], references[uid]
+        tally.n += 1
         output = rec.get("output")
-        parsed = task.parse(output if isinstance(output, str) else "", utt)
-        reasons = []
-        if rec.get("error"):
-            reasons.append(f"error: {rec['error']}")
-        if not isinstance(output, str):
-            reasons.append("no output text")
-        if parsed.missing:
-            reasons.append(f"{len(parsed.missing)} missing ({', '.join(key_to_str(k) for k in parsed.missing[:5])}"
-                           + (", ..." if len(parsed.missing) > 5 else "") + ")")
-        if parsed.malformed:
-            reasons.append(f"{len(parsed.malformed)} malformed")
-        if parsed.out_of_range:
-            reasons.append(f"{len(parsed.out_of_range)} out of range")
+        parsed = tally.task.parse(output if isinstance(output, str) else "", utt)
+        reasons = _failure_reasons(rec, parsed)
         if reasons:
-            per_task_failures[task_name].append({"id": uid, "task": task_name, "reason": "; ".join(reasons)})
-
-        if task_name == "mdd":
+            tally.failures.append({"id": uid, "task": task_name, "reason": "; ".join(reasons)})
+        if "mdd" in tally.task.metric_sections:
             mdd.add(utt, parsed.word_transcript, parsed.phone_transcript)
+        if not tally.task.aspects:
             continue
-        human = task.reference_values(utt)
-        for key, value in parsed.values.items():
-            if key in human:
-                per_task_pairs[task_name][key[:2]].append(
-                    {"id": uid, "key": key_to_str(key), "pred": _to_common_scale(key, value),
-                     "human": _to_common_scale(key, human[key])})
-        if task_name == accuracy_source and ("sentence", "accuracy", None) in parsed.values:
-            predicted_accuracy[uid] = parsed.values[("sentence", "accuracy", None)]
-        expected = rec.get("expected")
-        if isinstance(expected, dict):
-            has_expected[task_name] = True
-            for name, value in expected.items():
-                try:
-                    key = key_from_str(str(name))
-                except (ValueError, IndexError):
-                    continue
-                if key in human and _finite(value):
-                    per_task_expected[task_name][key[:2]].append(
-                        {"id": uid, "key": name, "pred": _to_common_scale(key, float(value)),
-                         "human": _to_common_scale(key, human[key])})
+        _add_score_pairs(tally, uid, utt, parsed, rec)
+        if task_name == accuracy_source and accuracy_key in parsed.values:
+            predicted_accuracy[uid] = parsed.values[accuracy_key]
+    return tallies, mdd, predicted_accuracy, accuracy_source
+
+
+def _mdd_section(mdd: MddAccumulator, references: Mapping[str, Utterance], predicted_accuracy: dict,
+                 accuracy_source: str | None) -> dict:
+    """MDD figures plus how each utterance's PER follows sentence accuracy (human and predicted)."""
+    section = mdd.result()
+    human_acc = {u.id: u.sentence.accuracy for u in references.values()
+                 if u.sentence is not None and u.sentence.accuracy is not None}
+    corr = {"human": per_vs_accuracy(mdd.per_utterance, human_acc)}
+    if predicted_accuracy:
+        corr["predicted"] = per_vs_accuracy(mdd.per_utterance, predicted_accuracy)
+        corr["predicted_source"] = accuracy_source
+    for v in corr.values():
+        if isinstance(v, dict):
+            v.pop("rmse", None)
+    section["per_vs_accuracy"] = corr
+    return section
+
+
+def evaluate_records(records: list[dict], references: Mapping[str, Utterance], bad_lines: list[dict] | None = None) -> tuple[dict, dict]:
+    """The core, free of files: ``(metrics, details)``. ``details`` holds the score pairs per
+    (source, level, aspect) for plots: ``details["pairs"]["main"][(level, aspect)]`` is a list of
+    ``{"id", "key", "pred", "human"}``; ``details["pairs"]["expected"]`` the same from ``expected``."""
+    bad_lines = list(bad_lines or [])
+    latest, duplicates, unknown_ids = _latest_lines(records, references, bad_lines)
+    tallies, mdd, predicted_accuracy, accuracy_source = _tally_lines(latest, references)
 
     # top level: each aspect from the first task producing it
     owner: dict[tuple[str, str], str] = {}
-    for t in task_order:
-        for a in get_task(t).aspects:
+    for t, tally in tallies.items():
+        for a in tally.task.aspects:
             owner.setdefault(a, t)
-    main_pairs = {a: per_task_pairs[t][a] for a, t in owner.items()}
-    expected_pairs = {a: per_task_expected[t][a] for a, t in owner.items() if has_expected[t]}
+    main_pairs = {a: tallies[t].pairs[a] for a, t in owner.items()}
+    expected_pairs = {a: tallies[t].expected[a] for a, t in owner.items() if tallies[t].has_expected}
 
-    failures = [f for t in task_order for f in per_task_failures[t]]
-    predicted_ids = {uid for uid, _ in latest}
-    unpredicted = sorted(set(references) - predicted_ids)
+    failures = [f for tally in tallies.values() for f in tally.failures]
+    unpredicted = sorted(set(references) - {uid for uid, _ in latest})
     metrics: dict = {"n": len(latest), "parse_failures": len(failures)}
     metrics.update(_level_block(main_pairs, sorted(owner, key=_aspect_order)))
-    if "mdd" in task_order:
-        metrics["mdd"] = mdd.result()
-        human_acc = {u.id: u.sentence.accuracy for u in references.values()
-                     if u.sentence is not None and u.sentence.accuracy is not None}
-        corr = {"human": per_vs_accuracy(mdd.per_utterance, human_acc)}
-        if predicted_accuracy:
-            corr["predicted"] = per_vs_accuracy(mdd.per_utterance, predicted_accuracy)
-            corr["predicted_source"] = accuracy_source
-        for v in corr.values():
-            if isinstance(v, dict):
-                v.pop("rmse", None)
-        metrics["mdd"]["per_vs_accuracy"] = corr
+    if any("mdd" in tally.task.metric_sections for tally in tallies.values()):
+        metrics["mdd"] = _mdd_section(mdd, references, predicted_accuracy, accuracy_source)
     if expected_pairs:
-        metrics["expected"] = {"n": sum(1 for (u, t), r in latest.items() if isinstance(r.get("expected"), dict)),
+        metrics["expected"] = {"n": sum(1 for r in latest.values() if isinstance(r.get("expected"), dict)),
                                **_level_block(expected_pairs, sorted(expected_pairs, key=_aspect_order))}
     metrics["tasks"] = {
-        t: {"n": per_task_n[t], "parse_failures": len(per_task_failures[t]),
-            **(_level_block(per_task_pairs[t], get_task(t).aspects) if t != "mdd" else {})}
-        for t in task_order
+        t: {"n": tally.n, "parse_failures": len(tally.failures), **_level_block(tally.pairs, tally.task.aspects)}
+        for t, tally in tallies.items()
     }
-    metrics["unknown_ids"] = sorted(set(unknown_ids))
-    metrics["n_unknown_ids"] = len(unknown_ids)
-    metrics["unpredicted"] = unpredicted
-    metrics["n_unpredicted"] = len(unpredicted)
-    metrics["duplicates"] = duplicates
-    metrics["bad_lines"] = bad_lines
-    metrics["failures"] = failures
+    metrics.update(unknown_ids=sorted(set(unknown_ids)), n_unknown_ids=len(unknown_ids), unpredicted=unpredicted,
+                   n_unpredicted=len(unpredicted), duplicates=duplicates, bad_lines=bad_lines, failures=failures)
     details = {"pairs": {"main": main_pairs, "expected": expected_pairs}, "owner": owner}
     return metrics, details
 
@@ -215,7 +247,7 @@ def _load_reference(reference, split: str | None) -> tuple[dict[str, Utterance],
 def evaluate_predictions(preds_path, reference, out=None, split=None) -> dict:
     """Score ``preds_path`` against ``reference`` (a corpus path any reader takes, a ``Corpus``, or
     ``{id: Utterance}``). Writes ``metrics.json``, ``report.md`` and plots to ``out`` when given;
-    returns the metrics (SPEC §7 shape, extended with ``tasks``, ``expected`` and the lists of
+    returns the metrics (the papers' figures, extended with ``tasks``, ``expected`` and the lists of
     unknown / unpredicted / failed ids)."""
     records, bad = read_predictions(preds_path)
     refs, ref_name = _load_reference(reference, split)

@@ -33,10 +33,15 @@ def reference_utterance(text: str, phones=None, uid: str = "recording", audio: A
 
 def native_result(utt: Utterance, rec: dict, duration_s: float | None = None) -> dict:
     """Prediction line -> the front-end shape (words with their phones, scores beside each)."""
-    from lmm_apa.prompts.template import key_from_str
+    from lmm_apa.prompts.template import SlotKey, key_from_str
 
     scores = {key_from_str(k): v for k, v in rec.get("scores", {}).items()}
     expected = {key_from_str(k): v for k, v in rec.get("expected", {}).items()} if "expected" in rec else None
+
+    def pick(values: dict, keys: dict) -> dict:
+        return {name: values[key] for name, key in keys.items() if key in values}
+
+    sentence_keys = {a: SlotKey.sentence(a) for a in SENTENCE_ASPECTS}
     out = {
         "text": utt.text,
         "task": rec["task"],
@@ -45,29 +50,29 @@ def native_result(utt: Utterance, rec: dict, duration_s: float | None = None) ->
         "parse_ok": rec.get("parse_ok", False),
         "scale": "0-10 (phones too: divide by 5 for SO762's 0-2 scale)",
         "duration_s": duration_s,
-        "sentence": {a: scores[("sentence", a, None)] for a in SENTENCE_ASPECTS if ("sentence", a, None) in scores},
+        "sentence": pick(scores, sentence_keys),
     }
     if expected is not None:
-        out["sentence_expected"] = {a: expected[("sentence", a, None)] for a in SENTENCE_ASPECTS
-                                    if ("sentence", a, None) in expected}
+        out["sentence_expected"] = pick(expected, sentence_keys)
     words = []
     for i, w in enumerate(utt.words):
-        entry = {"index": i, "word": w.text,
-                 "scores": {a: scores[("word", a, i)] for a in WORD_ASPECTS if ("word", a, i) in scores}}
+        word_keys = {a: SlotKey.word(a, i) for a in WORD_ASPECTS}
+        entry = {"index": i, "word": w.text, "scores": pick(scores, word_keys)}
         if expected is not None:
-            entry["expected"] = {a: expected[("word", a, i)] for a in WORD_ASPECTS if ("word", a, i) in expected}
+            entry["expected"] = pick(expected, word_keys)
         phones = []
         for j, p in enumerate(w.phones):
-            ph = {"phone": p, "score": scores.get(("phone", "accuracy", (i, j)))}
-            if expected is not None and ("phone", "accuracy", (i, j)) in expected:
-                ph["expected"] = expected[("phone", "accuracy", (i, j))]
+            key = SlotKey.phone(i, j)
+            ph = {"phone": p, "score": scores.get(key)}
+            if expected is not None and key in expected:
+                ph["expected"] = expected[key]
             phones.append(ph)
         entry["phones"] = phones
         words.append(entry)
     out["words"] = words
-    if rec["task"] == "mdd":
-        out["word_transcript"] = rec.get("word_transcript")
-        out["phone_transcript"] = rec.get("phone_transcript")
+    for name in ("word_transcript", "phone_transcript"):  # transcript tasks (mdd)
+        if name in rec:
+            out[name] = rec[name]
     return out
 
 

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from lmm_apa.data.schema import Utterance
 from lmm_apa.infer.generate import DECODINGS, Decoded, decode_batch
@@ -87,11 +87,7 @@ def record(utt: Utterance, task, decoded: Decoded) -> dict:
     """The prediction line of one decoded utterance (scores on the model scale, key_to_str names)."""
     parsed = task.parse(decoded.output, utt)
     rec = {"id": utt.id, "task": task.name, "output": decoded.output, "decoding": decoded.decoding}
-    if task.name == "mdd":
-        rec["word_transcript"] = parsed.word_transcript
-        rec["phone_transcript"] = parsed.phone_transcript
-    else:
-        rec["scores"] = {key_to_str(k): v for k, v in parsed.values.items()}
+    rec.update(task.answer_fields(parsed))
     if decoded.expected is not None:
         rec["expected"] = {key_to_str(k): round(float(v), 5) for k, v in decoded.expected.items()}
     rec["parse_ok"] = bool(parsed.ok)
@@ -103,8 +99,27 @@ def error_record(uid: str, task_name: str, message: str) -> dict:
 
 
 def decoding_for(task, decoding: str) -> str:
-    """mdd has no score template: it is always generated freely."""
-    return "free" if task.name == "mdd" else decoding
+    """The decoding ``task`` actually uses when ``decoding`` is asked (mdd: free only)."""
+    return task.decoding_for(decoding)
+
+
+# A task whose constrained answer is not a score template (e.g. a grammar for mdd transcripts)
+# registers its batch decoder here, keyed by its task class:
+# ``decoder(backbone, task, prepared: list[Prepared], lookahead) -> list[Decoded]``.
+CONSTRAINED_DECODERS: dict[type, Callable] = {}
+
+
+def decode_prepared(backbone, task, prepared: Sequence[Prepared], decoding: str, lookahead: int | None = None) -> list[Decoded]:
+    """One batch of prepared rows through ``task``'s decoder for ``decoding`` (already resolved by
+    ``decoding_for``): a registered constrained decoder for the task's class, else the shared
+    free / template-constrained ``decode_batch``."""
+    custom = CONSTRAINED_DECODERS.get(type(task)) if decoding == "constrained" else None
+    if custom is not None:
+        return custom(backbone, task, list(prepared), lookahead)
+    return decode_batch(
+        backbone, [p.audio for p in prepared], [p.prompt for p in prepared], [p.template for p in prepared],
+        decoding, [p.fallback for p in prepared], lookahead=lookahead,
+    )
 
 
 def assess_utterances(backbone, task, utts: Sequence[Utterance], decoding: str, lookahead: int | None = None) -> list[dict]:
@@ -119,10 +134,7 @@ def assess_utterances(backbone, task, utts: Sequence[Utterance], decoding: str, 
             out[i] = error_record(utt.id, task.name, f"{type(e).__name__}: {e}")
 
     def run(items):
-        decoded = decode_batch(
-            backbone, [p.audio for _, p in items], [p.prompt for _, p in items], [p.template for _, p in items],
-            decoding, [p.fallback for _, p in items], lookahead=lookahead,
-        )
+        decoded = decode_prepared(backbone, task, [p for _, p in items], decoding, lookahead)
         for (i, p), d in zip(items, decoded):
             out[i] = record(p.utt, task, d)
 

@@ -99,7 +99,7 @@ def predict_vllm(utts: Sequence, model: str | None, adapter: str | None, task, d
     llm = LLM(model=source, enable_lora=lora is not None, max_lora_rank=64, limit_mm_per_prompt={"audio": 1},
               trust_remote_code=arch == "phi4-mm")
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=arch == "phi4-mm")
-    mode = "free" if (task.name == "mdd" or decoding == "free") else "constrained-regex"
+    mode = "constrained-regex" if task.decoding_for(decoding) == "constrained" else "free"
     for start in range(0, len(utts), batch_size):
         chunk = utts[start : start + batch_size]
         requests, params, kept = [], [], []
@@ -107,6 +107,8 @@ def predict_vllm(utts: Sequence, model: str | None, adapter: str | None, task, d
             try:
                 audio = load_audio(utt.audio, target_sr=16000, max_seconds=MAX_AUDIO_SECONDS[arch])
                 template = task.template(utt)
+                if mode == "constrained-regex" and template is None:
+                    raise ValueError(f"task {task.name!r}: vLLM constrains score templates only; use --decoding free")
                 prompt = _prompt_text(arch, tokenizer, task.instruction(utt))
             except Exception as e:  # noqa: BLE001
                 yield error_record(utt.id, task.name, f"{type(e).__name__}: {e}")

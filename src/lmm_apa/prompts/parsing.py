@@ -19,7 +19,8 @@ So:
   range slots are listed in their own field, not here).
 
 The layouts (which lines, which aspects) are declared by the tasks (``tasks.py``) with the small
-dataclasses below; templates and parsers are built from the same declaration so they cannot drift.
+line classes below; each line writes its part of the template and reads it back, so the template
+and the parser of a line cannot drift.
 """
 
 from __future__ import annotations
@@ -28,46 +29,112 @@ import ast
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Sequence
 
 from lmm_apa.prompts.align import align, normalise_word
-from lmm_apa.prompts.template import SCORE_0_10, STRESS_CHOICES, key_to_str
+from lmm_apa.prompts.template import SCORE_0_10, STRESS_CHOICES, SlotKey, Template, key_to_str
 
-Key = tuple[str, str, Hashable]
+Key = SlotKey
 
 
 # --------------------------------------------------------------------------- layout declarations
+class ScoreLine:
+    """One line (or the whole dict) of a score answer. Each declaration both writes its part of
+    the answer template (``write``) and reads it back from a model's text (``read``), so the
+    template and the parser of a line cannot drift apart. ``words`` are the reference words,
+    ``phones`` the canonical phones of each word."""
+
+    needs_phones = False  # the line has one slot per canonical phone
+
+    def write(self, template: Template, words: Sequence[str], phones: Sequence[Sequence[str]]) -> None:
+        raise NotImplementedError
+
+    def read(self, text: str, words: Sequence[str], phones: Sequence[Sequence[str]], result: "ParseResult") -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class SentenceLine:
+class SentenceLine(ScoreLine):
     """``{label}: {A} {B} ...`` — sentence aspects in the given order."""
 
     label: str
     aspects: tuple[str, ...]
 
+    def write(self, template, words, phones) -> None:
+        template.literal(f"{self.label}: ")
+        for k, aspect in enumerate(self.aspects):
+            if k:
+                template.literal(" ")
+            template.slot(SlotKey.sentence(aspect), choices_for("sentence", aspect))
+
+    def read(self, text, words, phones, result) -> None:
+        _parse_sentence_line(text, self, result)
+
 
 @dataclass(frozen=True)
-class WordLine:
+class WordLine(ScoreLine):
     """``{label}: W1/{a}/{b} W2/{a}/{b} ...`` — one token per reference word."""
 
     label: str
     aspects: tuple[str, ...]
 
+    def write(self, template, words, phones) -> None:
+        template.literal(f"{self.label}: ")
+        for i, word in enumerate(words):
+            template.literal((" " if i else "") + word)
+            for aspect in self.aspects:
+                template.literal("/").slot(SlotKey.word(aspect, i), choices_for("word", aspect))
+
+    def read(self, text, words, phones, result) -> None:
+        _parse_word_line(text, self, words, result)
+
 
 @dataclass(frozen=True)
-class PhoneLine:
+class PhoneLine(ScoreLine):
     """``{label}: P1/{acc} P2/{acc} - P3/{acc}`` — phones of each word, words separated by ``-``."""
 
     label: str
+    needs_phones = True
+
+    def write(self, template, words, phones) -> None:
+        template.literal(f"{self.label}: ")
+        for i, word_phones in enumerate(phones):
+            if i:
+                template.literal(" - ")
+            for j, phone in enumerate(word_phones):
+                template.literal((" " if j else "") + phone + "/").slot(SlotKey.phone(i, j))
+
+    def read(self, text, words, phones, result) -> None:
+        _parse_phone_line(text, self, phones, result)
 
 
 @dataclass(frozen=True)
-class DictAnswer:
-    """Seed 002's ``{'accuracy': A, 'fluency': F, ...}`` (sentence aspects only)."""
+class DictAnswer(ScoreLine):
+    """Ahn & Nam 2025's ``{'accuracy': A, 'fluency': F, ...}`` (sentence aspects only)."""
 
     aspects: tuple[str, ...]
 
+    def write(self, template, words, phones) -> None:
+        template.literal("{")
+        for k, aspect in enumerate(self.aspects):
+            template.literal((", " if k else "") + f"'{aspect}': ").slot(SlotKey.sentence(aspect))
+        template.literal("}")
 
-Layout = Sequence[object]
+    def read(self, text, words, phones, result) -> None:
+        _parse_dict_answer(text, self, result)
+
+
+Layout = Sequence[ScoreLine]
+
+
+def build_template(layout: Layout, words: Sequence[str], phones: Sequence[Sequence[str]]) -> Template:
+    """The answer template of a score layout: its lines, one per text line."""
+    template = Template()
+    for n, line in enumerate(layout):
+        if n:
+            template.literal("\n")
+        line.write(template, words, phones)
+    return template
 
 
 def choices_for(level: str, aspect: str) -> tuple[int, ...]:
@@ -158,7 +225,7 @@ def _find_line(text: str, label: str, result: ParseResult) -> str | None:
 
 
 def _parse_sentence_line(text: str, spec: SentenceLine, result: ParseResult) -> None:
-    keys = [("sentence", a, None) for a in spec.aspects]
+    keys = [SlotKey.sentence(a) for a in spec.aspects]
     content = _find_line(text, spec.label, result)
     if content is None:
         result.notes.append(f"no {spec.label!r} line")
@@ -223,7 +290,7 @@ def _parse_word_line(text: str, spec: WordLine, words: Sequence[str], result: Pa
         for aspect, raw in zip(spec.aspects, raw_values):
             if raw == "":
                 continue  # "WE//10": nothing there -> missing
-            read_value(raw, ("word", aspect, i), result)
+            read_value(raw, SlotKey.word(aspect, i), result)
         if len(raw_values) > len(spec.aspects):
             result.notes.append(f"word {i} ({words[i]}): {len(raw_values)} values, {len(spec.aspects)} expected")
 
@@ -270,12 +337,12 @@ def _parse_phone_line(text: str, spec: PhoneLine, phones: Sequence[Sequence[str]
             if (gi, hk) not in used:
                 result.extra.append(f"{p}/{v}")
     for (wi, pj), raw in sorted(found.items()):
-        read_value(raw, ("phone", "accuracy", (wi, pj)), result)
+        read_value(raw, SlotKey.phone(wi, pj), result)
 
 
 def _parse_dict_answer(text: str, spec: DictAnswer, result: ParseResult) -> None:
     for aspect in spec.aspects:
-        key = ("sentence", aspect, None)
+        key = SlotKey.sentence(aspect)
         word = _ASPECT_WORDS.get(aspect, re.escape(aspect))
         m = re.search(r"""['"]?\b""" + word + r"""\b['"]?\s*[:=]\s*([^,}\n]*)""", text, re.IGNORECASE)
         if m is None:
@@ -292,15 +359,8 @@ def parse_layout(text: str, layout: Layout, expected: Sequence[Key], words: Sequ
         result.notes.append(f"output is {type(text).__name__}, not text")
         text = ""
     try:
-        for spec in layout:
-            if isinstance(spec, SentenceLine):
-                _parse_sentence_line(text, spec, result)
-            elif isinstance(spec, WordLine):
-                _parse_word_line(text, spec, words, result)
-            elif isinstance(spec, PhoneLine):
-                _parse_phone_line(text, spec, phones, result)
-            elif isinstance(spec, DictAnswer):
-                _parse_dict_answer(text, spec, result)
+        for line in layout:
+            line.read(text, words, phones, result)
     except Exception as e:  # noqa: BLE001 - the contract is "never raises"; say what happened
         result.notes.append(f"parser error: {type(e).__name__}: {e}")
     expected_set = set(expected)

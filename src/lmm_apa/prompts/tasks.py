@@ -1,23 +1,25 @@
 """The nine tasks of the two papers: what the model is asked (instruction), what it should answer
 (target, as a ``Template``), and how its answer is read back (``parse``).
 
-Why one declaration per task: the training target, the constrained decoder's template, the parser
-and the evaluation's list of aspects all come from the same ``layout``, so they cannot disagree.
+Why one object per task: the training target, the constrained decoder's template, the parser, the
+decodings it supports and the evaluation's metric sections all come from the task's object (a
+``ScoreTask`` answered with scores laid out by its ``layout``, or the ``TranscriptTask`` of mdd), so
+they cannot disagree and no caller tests a task's name.
 ``target(utt) == render(template(utt), reference_values(utt))`` byte for byte.
 
-Tasks (SPEC §2):
+Tasks:
 
-- ``full`` — seed 001's comprehensive prompt (verbatim), sentence + word + phone scores;
-- ``word-sentence`` — seed 001 Table 2 (no phones: private corpora can train it);
+- ``full`` — Wang et al. 2025's comprehensive prompt (verbatim), sentence + word + phone scores;
+- ``word-sentence`` — Wang et al. 2025 Table 2 (no phones: private corpora can train it);
 - ``word-accuracy``, ``sentence-accuracy``, ``sentence-fluency``, ``sentence-prosodic``,
-  ``sentence-total`` — seed 001 Table 3 (the paper omits these prompts; ours follow the
+  ``sentence-total`` — Wang et al. 2025 Table 3 (the paper omits these prompts; ours follow the
   comprehensive prompt's wording, cut down to the asked aspect);
-- ``apa`` — seed 002 appendix 7.1 rubric (verbatim), answer ``{'accuracy': 8, 'fluency': 9, ...}``;
-- ``mdd`` — seed 002 appendix 7.2 (verbatim), answer ``{'word_transcript': '...',
+- ``apa`` — Ahn & Nam 2025 appendix 7.1 rubric (verbatim), answer ``{'accuracy': 8, 'fluency': 9, ...}``;
+- ``mdd`` — Ahn & Nam 2025 appendix 7.2 (verbatim), answer ``{'word_transcript': '...',
   'phoneme_transcript': '...'}`` with the phones actually pronounced; no score template.
 
 ``apa`` and ``mdd`` start with their control token (``<|APA|>`` / ``<|MDD|>``), written directly
-before the prompt with no separator (seed 002: "prepended to each prompt").
+before the prompt with no separator (Ahn & Nam 2025: "prepended to each prompt").
 
 Scales: the model sees phone scores on 0-10 (SO762's 0-2 x 5, ``phone_to_model``); every score is
 written as an integer (``template.format_score``: SO762 phone means are multiples of 0.2, so x5 they
@@ -28,27 +30,27 @@ unrounded labels, so evaluation against it is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Utterance, phone_to_model
 from lmm_apa.prompts.parsing import (
     DictAnswer,
-    Layout,
     ParseResult,
     PhoneLine,
+    ScoreLine,
     SentenceLine,
     WordLine,
-    choices_for,
+    build_template,
     parse_layout,
     parse_mdd,
 )
-from lmm_apa.prompts.template import Template, render
+from lmm_apa.prompts.template import SlotKey, Template, key_to_str, render
 
 APA_TOKEN = "<|APA|>"
 MDD_TOKEN = "<|MDD|>"
 
 # --------------------------------------------------------------------------- prompt texts
-# Seed 001 section 2.1, verbatim (SPEC §2).
+# Wang et al. 2025 section 2.1, verbatim.
 FULL_PROMPT = (
     "You are a pronunciation evaluation teacher who analyzes speech at sentence, word and phone levels. "
     "At the sentence level, the evaluation includes accuracy, fluency, prosody, completeness, and a total score. "
@@ -82,7 +84,7 @@ _SENTENCE_LABELS = {"accuracy": "Sentence Accuracy", "fluency": "Sentence Fluenc
                     "prosodic": "Sentence Prosody", "total": "Sentence Total"}
 _SENTENCE_SLOTS = {"accuracy": "{Acc}", "fluency": "{Flu}", "prosodic": "{Pro}", "total": "{Tot}"}
 
-# Seed 001 Table 2 (word + sentence): the comprehensive prompt without the phone level.
+# Wang et al. 2025 Table 2 (word + sentence): the comprehensive prompt without the phone level.
 WORD_SENTENCE_PROMPT = (
     "You are a pronunciation evaluation teacher who analyzes speech at sentence and word levels. "
     "At the sentence level, the evaluation includes accuracy, fluency, prosody, completeness, and a total score. "
@@ -101,7 +103,7 @@ WORD_SENTENCE_PROMPT = (
     "Word Scores: {{W1}}/{{Acc}}/{{Str}}/{{Tot}} {{W2}}/{{Acc}}/{{Str}}/{{Tot}} ..."
 )
 
-# Seed 001 Table 3, word accuracy only.
+# Wang et al. 2025 Table 3, word accuracy only.
 WORD_ACCURACY_PROMPT = (
     "You are a pronunciation evaluation teacher who analyzes speech at the word level. "
     "The word-level accuracy score considers phone pronunciation, accent, and clarity. "
@@ -114,7 +116,7 @@ WORD_ACCURACY_PROMPT = (
 
 
 def _sentence_aspect_prompt(aspect: str) -> str:
-    """Seed 001 Table 3, one sentence aspect."""
+    """Wang et al. 2025 Table 3, one sentence aspect."""
     name = _SENTENCE_NAMES[aspect]
     return (
         "You are a pronunciation evaluation teacher who analyzes speech at the sentence level. "
@@ -127,7 +129,7 @@ def _sentence_aspect_prompt(aspect: str) -> str:
     )
 
 
-# Seed 002 appendix 7.1, verbatim (the PDF's line wraps joined).
+# Ahn & Nam 2025 appendix 7.1, verbatim (the PDF's line wraps joined).
 APA_PROMPT = """Rate the pronunciation of the audio.
 
 **Accuracy**
@@ -165,7 +167,7 @@ Provide an overall assessment of the pronunciation quality considering all aspec
 Provide the results in the following JSON format:
 {'accuracy': ACCURACY_SCORE, 'fluency': FLUENCY_SCORE, 'prosodic': PROSODIC_SCORE, 'total': TOTAL_SCORE}"""
 
-# Seed 002 appendix 7.2, verbatim.
+# Ahn & Nam 2025 appendix 7.2, verbatim.
 MDD_PROMPT = """Transcribe the audio utterance, providing both a word-level transcript and phoneme-level breakdown.
 
 For the phoneme breakdown, use the CMU Pronouncing Dictionary format (e.g., AA, IH).
@@ -183,7 +185,7 @@ def reference_words(utt: Utterance) -> list[str]:
 
 
 def phone_sequence(utt: Utterance) -> str:
-    """``W IY0 - K AO0 L - ...`` (seed 001's reference phone sequence)."""
+    """``W IY0 - K AO0 L - ...`` (Wang et al. 2025's reference phone sequence)."""
     missing = [w.text for w in utt.words if not w.phones]
     if not utt.words or missing:
         raise ValueError(f"utterance {utt.id}: no canonical phones for {missing or 'any word'}")
@@ -194,107 +196,64 @@ def _reference_text(utt: Utterance) -> str:
     return utt.text.strip().rstrip(".")  # the prompt adds the full stop itself
 
 
-def _label(utt: Utterance, level: str, aspect: str, index) -> float | None:
+def _label(utt: Utterance, key: SlotKey) -> float | None:
     """One human label on the model scale, or None when the corpus lacks it."""
-    if level == "sentence":
-        return None if utt.sentence is None else utt.sentence.get(aspect)
-    if level == "word":
-        return getattr(utt.words[index], aspect)
-    if level == "phone":
-        wi, pj = index
+    if key.level == "sentence":
+        return None if utt.sentence is None else utt.sentence.get(key.aspect)
+    if key.level == "word":
+        return getattr(utt.words[key.index], key.aspect)
+    if key.level == "phone":
+        wi, pj = key.index
         scores = utt.words[wi].phone_scores
         return None if scores is None or pj >= len(scores) else phone_to_model(scores[pj])
-    raise ValueError(f"unknown level {level!r}")
+    raise ValueError(f"unknown level {key.level!r}")
 
 
-def build_template(layout: Layout, utt: Utterance) -> Template:
-    """The answer template of a score layout (see ``parsing``'s line declarations)."""
-    t = Template()
-    for n, spec in enumerate(layout):
-        if n:
-            t.literal("\n")
-        if isinstance(spec, SentenceLine):
-            t.literal(f"{spec.label}: ")
-            for k, aspect in enumerate(spec.aspects):
-                if k:
-                    t.literal(" ")
-                t.slot(("sentence", aspect, None), choices_for("sentence", aspect))
-        elif isinstance(spec, WordLine):
-            t.literal(f"{spec.label}: ")
-            for i, word in enumerate(reference_words(utt)):
-                t.literal((" " if i else "") + word)
-                for aspect in spec.aspects:
-                    t.literal("/").slot(("word", aspect, i), choices_for("word", aspect))
-        elif isinstance(spec, PhoneLine):
-            phone_sequence(utt)  # raises ValueError naming the utterance when phones are missing
-            t.literal(f"{spec.label}: ")
-            for i, word in enumerate(utt.words):
-                if i:
-                    t.literal(" - ")
-                for j, phone in enumerate(word.phones):
-                    t.literal((" " if j else "") + phone + "/").slot(("phone", "accuracy", (i, j)))
-        elif isinstance(spec, DictAnswer):
-            t.literal("{")
-            for k, aspect in enumerate(spec.aspects):
-                t.literal((", " if k else "") + f"'{aspect}': ").slot(("sentence", aspect, None))
-            t.literal("}")
-    return t
-
-
-# --------------------------------------------------------------------------- the task type
+# --------------------------------------------------------------------------- the task types
 @dataclass(frozen=True)
 class Task:
-    """A task of SPEC §2. ``aspects`` are the (level, aspect) pairs its answer holds."""
+    """What every task has: a name, a control token, an instruction, an answer it can be trained
+    on (``target``) and read back from (``parse``), the decodings it supports and the metric
+    sections ``evaluate`` reports for it. Callers ask the task instead of testing its name."""
 
     name: str
     control_token: str | None
-    aspects: tuple[tuple[str, str], ...]
-    layout: tuple = ()  # score line declarations; empty for mdd
-    prompt: Callable[[Utterance], str] = lambda utt: ""
-    needs_phones: bool = False  # the instruction shows the canonical phone sequence
+    prompt: Callable[[Utterance], str]
 
-    @property
-    def levels(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(level for level, _ in self.aspects))
+    # the decodings ``predict`` / ``assess`` / ``serve`` may use for this task; the first is the
+    # one used when the asked decoding is not among them
+    decodings: ClassVar[tuple[str, ...]] = ("free",)
+    aspects: tuple[tuple[str, str], ...] = ()  # (level, aspect) pairs the answer scores
 
     def instruction(self, utt: Utterance) -> str:
         """User-turn text, control token included (training and zero-shot alike)."""
         body = self.prompt(utt)
         return f"{self.control_token}{body}" if self.control_token else body
 
-    def template(self, utt: Utterance) -> Template | None:
-        if self.name == "mdd":
-            return None
-        return build_template(self.layout, utt)
+    def decoding_for(self, requested: str) -> str:
+        """The decoding actually used when ``requested`` is asked for."""
+        return requested if requested in self.decodings else self.decodings[0]
 
-    def slot_keys(self, utt: Utterance) -> list[tuple]:
+    @property
+    def metric_sections(self) -> tuple[str, ...]:
+        """The sections of ``metrics.json`` this task's lines feed."""
+        raise NotImplementedError
+
+    def template(self, utt: Utterance) -> Template | None:
+        """The score template the constrained decoder follows (None: no score slots)."""
+        return None
+
+    def slot_keys(self, utt: Utterance) -> list[SlotKey]:
         t = self.template(utt)
         return [] if t is None else [s.key for s in t.slots]
 
-    def reference_values(self, utt: Utterance) -> dict[tuple, float]:
+    def reference_values(self, utt: Utterance) -> dict[SlotKey, float]:
         """Human labels for every slot the corpus labels (model scale, unrounded)."""
-        out = {}
-        for key in self.slot_keys(utt):
-            value = _label(utt, *key)
-            if value is not None:
-                out[key] = float(value)
-        return out
+        return {}
 
     def missing_labels(self, utt: Utterance) -> list[str]:
         """Why the utterance cannot make a target ([] when it can)."""
-        if self.name == "mdd":
-            bad = [w.text for w in utt.words if not w.phones]
-            if not utt.words or bad:
-                return [f"canonical phones ({', '.join(bad) or 'no words'})"]
-            return []
-        try:
-            keys = self.slot_keys(utt)
-        except ValueError as e:
-            return [str(e)]
-        if not keys:
-            return ["no words"]
-        values = self.reference_values(utt)
-        return sorted({f"{k[0]} {k[1]}" for k in keys if k not in values})
+        raise NotImplementedError
 
     def supports(self, utt: Utterance) -> bool:
         """Whether the utterance has every label this task's target needs (a private corpus
@@ -306,15 +265,64 @@ class Task:
         missing = self.missing_labels(utt)
         if missing:
             raise ValueError(f"utterance {utt.id}: task {self.name!r} needs {', '.join(missing)}")
-        if self.name == "mdd":
-            phones = " ".join(p for w in utt.words for p in w.pronounced_phones)
-            return f"{{'word_transcript': '{utt.text.strip()}', 'phoneme_transcript': '{phones}'}}"
-        return render(self.template(utt), self.reference_values(utt))
+        return self._answer(utt)
+
+    def _answer(self, utt: Utterance) -> str:
+        raise NotImplementedError
 
     def parse(self, text: str, utt: Utterance) -> ParseResult:
         """Read the model's answer back; never raises (see ``parsing``)."""
-        if self.name == "mdd":
-            return parse_mdd(text)
+        raise NotImplementedError
+
+    def answer_fields(self, parsed: ParseResult) -> dict:
+        """What a prediction line holds of a parsed answer."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ScoreTask(Task):
+    """A task answered with scores laid out by ``layout`` (score line declarations); its answer is
+    a template, so it also supports template-constrained decoding."""
+
+    decodings: ClassVar[tuple[str, ...]] = ("free", "constrained")
+    layout: tuple[ScoreLine, ...] = ()
+    needs_phones: bool = False  # the instruction shows the canonical phone sequence
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(level for level, _ in self.aspects))
+
+    @property
+    def metric_sections(self) -> tuple[str, ...]:
+        return self.levels
+
+    def template(self, utt: Utterance) -> Template:
+        if any(line.needs_phones for line in self.layout):
+            phone_sequence(utt)  # raises ValueError naming the utterance when phones are missing
+        return build_template(self.layout, reference_words(utt), [w.phones for w in utt.words])
+
+    def reference_values(self, utt: Utterance) -> dict[SlotKey, float]:
+        out = {}
+        for key in self.slot_keys(utt):
+            value = _label(utt, key)
+            if value is not None:
+                out[key] = float(value)
+        return out
+
+    def missing_labels(self, utt: Utterance) -> list[str]:
+        try:
+            keys = self.slot_keys(utt)
+        except ValueError as e:
+            return [str(e)]
+        if not keys:
+            return ["no words"]
+        values = self.reference_values(utt)
+        return sorted({f"{k.level} {k.aspect}" for k in keys if k not in values})
+
+    def _answer(self, utt: Utterance) -> str:
+        return render(self.template(utt), self.reference_values(utt))
+
+    def parse(self, text: str, utt: Utterance) -> ParseResult:
         try:
             expected = self.slot_keys(utt)
             words = reference_words(utt)
@@ -325,35 +333,68 @@ class Task:
             return result
         return parse_layout(text, self.layout, expected, words, phones)
 
+    def answer_fields(self, parsed: ParseResult) -> dict:
+        return {"scores": {key_to_str(k): v for k, v in parsed.values.items()}}
+
+
+@dataclass(frozen=True)
+class TranscriptTask(Task):
+    """Mispronunciation detection (Ahn & Nam 2025): the answer transcribes the words and the phones
+    actually said; no score template, evaluated in the ``mdd`` section.
+
+    Decoding hook: to add a constrained decoder for transcripts, add ``"constrained"`` to
+    ``decodings`` and register the decoder in ``lmm_apa.infer.predict.CONSTRAINED_DECODERS``."""
+
+    @property
+    def metric_sections(self) -> tuple[str, ...]:
+        return ("mdd",)
+
+    def missing_labels(self, utt: Utterance) -> list[str]:
+        bad = [w.text for w in utt.words if not w.phones]
+        if not utt.words or bad:
+            return [f"canonical phones ({', '.join(bad) or 'no words'})"]
+        return []
+
+    def _answer(self, utt: Utterance) -> str:
+        phones = " ".join(p for w in utt.words for p in w.pronounced_phones)
+        return f"{{'word_transcript': '{utt.text.strip()}', 'phoneme_transcript': '{phones}'}}"
+
+    def parse(self, text: str, utt: Utterance) -> ParseResult:
+        return parse_mdd(text)
+
+    def answer_fields(self, parsed: ParseResult) -> dict:
+        return {"word_transcript": parsed.word_transcript, "phone_transcript": parsed.phone_transcript}
+
 
 _SENTENCE_ALL = SentenceLine("Sentence Scores", SENTENCE_ASPECTS)
 _WORD_ALL = WordLine("Word Scores", WORD_ASPECTS)
 _APA_ASPECTS = ("accuracy", "fluency", "prosodic", "total")
 
 
+def _aspects(level: str, names) -> tuple[tuple[str, str], ...]:
+    return tuple((level, a) for a in names)
+
+
 def _make_tasks() -> dict[str, Task]:
-    tasks = [
-        Task("full", None,
-             tuple(("sentence", a) for a in SENTENCE_ASPECTS) + tuple(("word", a) for a in WORD_ASPECTS)
-             + (("phone", "accuracy"),),
-             (_SENTENCE_ALL, _WORD_ALL, PhoneLine("Phone Scores")),
-             lambda utt: FULL_PROMPT.format(text=_reference_text(utt), phones=phone_sequence(utt)),
-             needs_phones=True),
-        Task("word-sentence", None,
-             tuple(("sentence", a) for a in SENTENCE_ASPECTS) + tuple(("word", a) for a in WORD_ASPECTS),
-             (_SENTENCE_ALL, _WORD_ALL),
-             lambda utt: WORD_SENTENCE_PROMPT.format(text=_reference_text(utt))),
-        Task("word-accuracy", None, (("word", "accuracy"),), (WordLine("Word Scores", ("accuracy",)),),
-             lambda utt: WORD_ACCURACY_PROMPT.format(text=_reference_text(utt))),
+    both_levels = _aspects("sentence", SENTENCE_ASPECTS) + _aspects("word", WORD_ASPECTS)
+    tasks: list[Task] = [
+        ScoreTask("full", None,
+                  lambda utt: FULL_PROMPT.format(text=_reference_text(utt), phones=phone_sequence(utt)),
+                  aspects=both_levels + (("phone", "accuracy"),),
+                  layout=(_SENTENCE_ALL, _WORD_ALL, PhoneLine("Phone Scores")), needs_phones=True),
+        ScoreTask("word-sentence", None, lambda utt: WORD_SENTENCE_PROMPT.format(text=_reference_text(utt)),
+                  aspects=both_levels, layout=(_SENTENCE_ALL, _WORD_ALL)),
+        ScoreTask("word-accuracy", None, lambda utt: WORD_ACCURACY_PROMPT.format(text=_reference_text(utt)),
+                  aspects=(("word", "accuracy"),), layout=(WordLine("Word Scores", ("accuracy",)),)),
     ]
     for aspect in ("accuracy", "fluency", "prosodic", "total"):
         text = _sentence_aspect_prompt(aspect)
-        tasks.append(Task(f"sentence-{aspect}", None, (("sentence", aspect),),
-                          (SentenceLine(_SENTENCE_LABELS[aspect], (aspect,)),),
-                          lambda utt, text=text: text.format(text=_reference_text(utt))))
-    tasks.append(Task("apa", APA_TOKEN, tuple(("sentence", a) for a in _APA_ASPECTS),
-                      (DictAnswer(_APA_ASPECTS),), lambda utt: APA_PROMPT))
-    tasks.append(Task("mdd", MDD_TOKEN, (), (), lambda utt: MDD_PROMPT))
+        tasks.append(ScoreTask(f"sentence-{aspect}", None, lambda utt, text=text: text.format(text=_reference_text(utt)),
+                               aspects=(("sentence", aspect),),
+                               layout=(SentenceLine(_SENTENCE_LABELS[aspect], (aspect,)),)))
+    tasks.append(ScoreTask("apa", APA_TOKEN, lambda utt: APA_PROMPT, aspects=_aspects("sentence", _APA_ASPECTS),
+                           layout=(DictAnswer(_APA_ASPECTS),)))
+    tasks.append(TranscriptTask("mdd", MDD_TOKEN, lambda utt: MDD_PROMPT))
     return {t.name: t for t in tasks}
 
 
@@ -362,7 +403,7 @@ TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
-    """The task called ``name`` (SPEC §7 task names); ValueError listing the names otherwise."""
+    """The task called ``name`` (the command line's task names); ValueError listing the names otherwise."""
     try:
         return TASKS[name]
     except KeyError:
