@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Hashable, Union
+from typing import Union
 
 import numpy as np
 
 from lmm_apa.data.schema import Utterance
 from lmm_apa.prompts.tasks import Task, get_task
-from lmm_apa.prompts.template import STRESS_CHOICES, Template, render
+from lmm_apa.prompts.template import STRESS_CHOICES, SlotKey, Template, render
 
-Key = tuple[str, str, Hashable]
+Key = SlotKey
 Aspect = Union[str, tuple[str, str]]
 LO, HI = 0, 10
 
@@ -109,24 +109,24 @@ def simulate_rejected_values(values: dict[Key, float], template: Union[Task, Tem
     if phone_moved:  # rule 2: phone -> word accuracy
         for i in word_ids:
             phone_changes = [delta(k) for k in keys if k[0] == "phone" and k[2][0] == i]
-            acc = ("word", "accuracy", i)
+            acc = SlotKey.word("accuracy", i)
             if acc in new and phone_changes:
                 new[acc] = _clip(base[acc] + round_half_away(sum(phone_changes) / len(phone_changes)))
     if word_acc_moved:  # rule 2: word accuracy -> sentence accuracy
-        acc = ("sentence", "accuracy", None)
-        word_changes = [delta(("word", "accuracy", i)) for i in word_ids]
+        acc = SlotKey.sentence("accuracy")
+        word_changes = [delta(SlotKey.word("accuracy", i)) for i in word_ids]
         if acc in new and word_changes:
             new[acc] = _clip(base[acc] + round_half_away(sum(word_changes) / len(word_changes)))
     if word_acc_moved or (level, name) == ("word", "stress"):  # rule 3: word totals
         for i in word_ids:
-            tot = ("word", "total", i)
+            tot = SlotKey.word("total", i)
             if tot in new:
-                change = delta(("word", "accuracy", i)) + 0.4 * delta(("word", "stress", i))
+                change = delta(SlotKey.word("accuracy", i)) + 0.4 * delta(SlotKey.word("stress", i))
                 new[tot] = _clip(base[tot] + _follow(change))
     if word_acc_moved or (level == "sentence" and name in ("accuracy", "fluency", "prosodic")):  # rule 4
-        tot = ("sentence", "total", None)
+        tot = SlotKey.sentence("total")
         if tot in new:
-            change = sum(delta(("sentence", a, None)) for a in ("accuracy", "fluency", "prosodic")) / 3
+            change = sum(delta(SlotKey.sentence(a)) for a in ("accuracy", "fluency", "prosodic")) / 3
             new[tot] = _clip(base[tot] + _follow(change))
     return new
 
