@@ -122,60 +122,43 @@ def _qwen_feature_extractor():
 
 
 def qwen2_audio_config(scale: float, tokenizer):
-    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
+    """The published Qwen2-Audio sizes at ``scale``, built by the tiny models' own config builder."""
+    from lmm_apa.models.tiny import qwen2_audio_config as build
 
     t = dict(QWEN2_AUDIO_TEXT)
     heads = _heads(t["num_attention_heads"], scale)
     head_dim = t["hidden_size"] // t["num_attention_heads"]
-    text = Qwen2Config(
+    text = dict(
+        t,
         hidden_size=heads * head_dim,
         intermediate_size=scaled(t["intermediate_size"], scale, 64),
         num_hidden_layers=scaled(t["num_hidden_layers"], scale, 2),
         num_attention_heads=heads,
         num_key_value_heads=heads,
         vocab_size=_padded_vocab(len(tokenizer), t["vocab_size"], scale),
-        max_position_embeddings=t["max_position_embeddings"],
-        rms_norm_eps=t["rms_norm_eps"],
-        rope_theta=t["rope_theta"],
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
     a = dict(QWEN2_AUDIO_ENCODER)
     a_heads = _heads(a["encoder_attention_heads"], scale)
     a_head_dim = a["d_model"] // a["encoder_attention_heads"]
-    audio = Qwen2AudioEncoderConfig(
+    audio = dict(
+        a,
         d_model=a_heads * a_head_dim,
         encoder_layers=scaled(a["encoder_layers"], scale, 2),
         encoder_attention_heads=a_heads,
-        encoder_ffn_dim=4 * a_heads * a_head_dim,
-        num_mel_bins=a["num_mel_bins"],
-        max_source_positions=a["max_source_positions"],  # the 30 s window at every scale
+        encoder_ffn_dim=4 * a_heads * a_head_dim,  # the 30 s window (max_source_positions) at every scale
     )
-    return Qwen2AudioConfig(audio_config=audio, text_config=text,
-                            audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    return build(tokenizer, text, audio)
 
 
 def phi4_mm_config(scale: float, tokenizer):
-    from transformers import Phi4MultimodalConfig
-
-    from lmm_apa.models.backbones import phi4_mm
+    """The published Phi-4-multimodal sizes at ``scale``, built by the tiny models' own config builder."""
+    from lmm_apa.models.tiny import phi4_mm_config as build
 
     t = dict(PHI4_TEXT)
     head_dim = t["hidden_size"] // t["num_attention_heads"]
     kv = scaled(t["num_key_value_heads"], scale)
     heads = _heads(t["num_attention_heads"], scale, multiple=kv)
-    rotary_half = int(head_dim * t["partial_rotary_factor"]) // 2
-    a = dict(PHI4_AUDIO)
-    a_head_dim = a["hidden_size"] // a["num_attention_heads"]
-    a_heads = _heads(a["num_attention_heads"], scale)
-    a_hidden = a_heads * a_head_dim
-    v = dict(PHI4_VISION)
-    v_head_dim = v["hidden_size"] // v["num_attention_heads"]
-    v_heads = _heads(v["num_attention_heads"], scale)
-    end_ids = [tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids(phi4_mm.END_OF_TURN)]
-    return Phi4MultimodalConfig(
+    text = dict(
         hidden_size=heads * head_dim,
         intermediate_size=scaled(t["intermediate_size"], scale, 64),
         num_hidden_layers=scaled(t["num_hidden_layers"], scale, 2),
@@ -185,30 +168,30 @@ def phi4_mm_config(scale: float, tokenizer):
         max_position_embeddings=t["max_position_embeddings"],
         original_max_position_embeddings=t["original_max_position_embeddings"],
         rms_norm_eps=t["rms_norm_eps"],
-        tie_word_embeddings=True,
-        rope_parameters={
-            "rope_type": "longrope", "rope_theta": t["rope_theta"], "partial_rotary_factor": t["partial_rotary_factor"],
-            "short_factor": [1.0] * rotary_half, "long_factor": [1.0] * rotary_half,
-        },
-        bos_token_id=end_ids[0], pad_token_id=end_ids[0], eos_token_id=end_ids,
-        audio_config=dict(
-            hidden_size=a_hidden,
-            intermediate_size=scaled(a["intermediate_size"], scale, 64),
-            num_blocks=scaled(a["num_blocks"], scale, 2),
-            num_attention_heads=a_heads,
-            ext_pw_out_channel=a_hidden,
-            depthwise_separable_out_channel=a_hidden,
-            nemo_conv_channels=scaled(a["nemo_conv_channels"], scale, 32),
-            audio_token_id=tokenizer.convert_tokens_to_ids(phi4_mm.AUDIO_TOKEN),
-        ),
-        vision_config=dict(
-            hidden_size=v_heads * v_head_dim,
-            intermediate_size=scaled(v["intermediate_size"], scale, 64),
-            num_hidden_layers=scaled(v["num_hidden_layers"], scale, 2),
-            num_attention_heads=v_heads,
-            image_token_id=tokenizer.convert_tokens_to_ids(phi4_mm.IMAGE_TOKEN),
-        ),
     )
+    a = dict(PHI4_AUDIO)
+    a_head_dim = a["hidden_size"] // a["num_attention_heads"]
+    a_heads = _heads(a["num_attention_heads"], scale)
+    a_hidden = a_heads * a_head_dim
+    audio = dict(
+        hidden_size=a_hidden,
+        intermediate_size=scaled(a["intermediate_size"], scale, 64),
+        num_blocks=scaled(a["num_blocks"], scale, 2),
+        num_attention_heads=a_heads,
+        ext_pw_out_channel=a_hidden,
+        depthwise_separable_out_channel=a_hidden,
+        nemo_conv_channels=scaled(a["nemo_conv_channels"], scale, 32),
+    )
+    v = dict(PHI4_VISION)
+    v_head_dim = v["hidden_size"] // v["num_attention_heads"]
+    v_heads = _heads(v["num_attention_heads"], scale)
+    vision = dict(
+        hidden_size=v_heads * v_head_dim,
+        intermediate_size=scaled(v["intermediate_size"], scale, 64),
+        num_hidden_layers=scaled(v["num_hidden_layers"], scale, 2),
+        num_attention_heads=v_heads,
+    )
+    return build(tokenizer, text, audio, vision)
 
 
 # --------------------------------------------------------------------------- building
@@ -239,8 +222,8 @@ def random_model(arch: str, config, device: str, dtype: str = "bf16", seed: int 
 
 
 def wrap_backbone(arch: str, model, files: Path):
-    """The project's ``Backbone`` for ``arch`` around an in-memory model, filled exactly as the
-    arch module's ``load`` fills it from a checkpoint folder."""
+    """The project's ``Backbone`` for ``arch`` around an in-memory model, through the arch module's
+    own ``wrap`` (what ``load`` uses on a checkpoint folder)."""
     from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer
 
     from lmm_apa.models.backbones import phi4_mm, qwen2_audio
@@ -248,24 +231,9 @@ def wrap_backbone(arch: str, model, files: Path):
     if arch == "qwen2-audio":
         processor = AutoProcessor.from_pretrained(files)
         processor.feature_extractor = _qwen_feature_extractor()
-        fe = processor.feature_extractor
-        return qwen2_audio.Qwen2AudioBackbone(
-            arch=arch, model=model, tokenizer=processor.tokenizer, feature_extractor=fe, processor=processor,
-            sampling_rate=fe.sampling_rate, max_audio_seconds=float(fe.chunk_length),
-            lora_target_modules=list(qwen2_audio.LORA_TARGET_MODULES),
-            unfreeze_modules=list(qwen2_audio.UNFREEZE_MODULES), lora_layers_prefix=qwen2_audio.LORA_LAYERS_PREFIX,
-            end_of_turn=qwen2_audio.END_OF_TURN, audio_token=qwen2_audio.AUDIO_TOKEN, source="random:qwen2-audio",
-        )
-    tokenizer = AutoTokenizer.from_pretrained(files)
-    fe = AutoFeatureExtractor.from_pretrained(files)
-    return phi4_mm.Phi4MMBackbone(
-        arch=arch, model=model, tokenizer=tokenizer, feature_extractor=fe, processor=None,
-        sampling_rate=fe.sampling_rate, max_audio_seconds=phi4_mm.MAX_AUDIO_SECONDS,
-        lora_target_modules=list(phi4_mm.LORA_TARGET_MODULES), unfreeze_modules=list(phi4_mm.UNFREEZE_MODULES),
-        lora_layers_prefix=phi4_mm.LORA_LAYERS_PREFIX, end_of_turn=phi4_mm.END_OF_TURN,
-        audio_token=tokenizer.convert_ids_to_tokens(model.config.audio_config.audio_token_id),
-        source="random:phi4-mm",
-    )
+        return qwen2_audio.wrap(model, processor, source="random:qwen2-audio")
+    return phi4_mm.wrap(model, AutoTokenizer.from_pretrained(files), AutoFeatureExtractor.from_pretrained(files),
+                        processor=None, source="random:phi4-mm")
 
 
 def build_config(arch: str, scale: float, files: Path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmm_apa.models.backbones import ARCHS, IGNORE_INDEX, ensure_control_tokens, load_backbone, resolve_arch
+from lmm_apa.models.backbones import ARCHS, IGNORE_INDEX, ensure_control_tokens, load_backbone, phi4_mm, resolve_arch
 
 torch.set_num_threads(2)
 SO762_MINI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "speechocean762-mini"
@@ -45,11 +45,14 @@ def test_tiny_models_load_with_transformers_own_classes(tiny_qwen2_audio, tiny_p
     pt = AutoTokenizer.from_pretrained(tiny_phi4_mm)
     assert type(pt).__name__ == "GPT2Tokenizer"
     assert type(AutoFeatureExtractor.from_pretrained(tiny_phi4_mm)).__name__ == "Phi4MultimodalFeatureExtractor"
-    assert p.config.audio_config.audio_token_id == pt.convert_tokens_to_ids("<|audio|>") == pt.audio_token_id
-    assert p.config.vision_config.image_token_id == pt.convert_tokens_to_ids("<|image|>")
-    # the real relative layout: image, audio, then <|end|> 10 ids after <|endoftext|>... as 200010/200011/200020
+    # placeholders named as the converted checkpoint names them (200011 / 200010), found through the config
+    audio_token = pt.convert_ids_to_tokens(p.config.audio_config.audio_token_id)
+    image_token = pt.convert_ids_to_tokens(p.config.vision_config.image_token_id)
+    assert (audio_token, image_token) == (phi4_mm.SPEC.audio_token, phi4_mm.IMAGE_TOKEN) == ("<|endoftext11|>", "<|endoftext10|>")
+    assert pt.audio_token == audio_token and pt.image_token == image_token
+    # the real relative layout: 199999 <|endoftext|>, image 200010, audio 200011, <|end|> 200020, <|user|> 200021
     eot = pt.convert_tokens_to_ids("<|endoftext|>")
-    assert [pt.convert_tokens_to_ids(t) - eot for t in ("<|image|>", "<|audio|>", "<|end|>", "<|user|>")] == [11, 12, 21, 22]
+    assert [pt.convert_tokens_to_ids(t) - eot for t in (image_token, audio_token, "<|end|>", "<|user|>")] == [11, 12, 21, 22]
     assert (tiny_phi4_mm / "speech-lora" / "adapter_config.json").is_file()
     for path, model in ((tiny_qwen2_audio, q), (tiny_phi4_mm, p)):
         assert (path / "lmm_apa_tiny.json").is_file()
@@ -75,8 +78,10 @@ def test_chat_turn_layouts(tiny_qwen2_audio, tiny_phi4_mm):
     )
     p = load_backbone(tiny_phi4_mm)
     # seed 002 figure 3: the control token comes before the audio
-    assert p.prompt_text("<|APA|>Rate it.") == "<|user|><|APA|><|audio|>Rate it.<|end|><|assistant|>"
-    assert p.prompt_text("Rate it.") == "<|user|><|audio|>Rate it.<|end|><|assistant|>"
+    audio = p.tokenizer.convert_ids_to_tokens(p.model.config.audio_config.audio_token_id)
+    assert p.audio_token == audio
+    assert p.prompt_text("<|APA|>Rate it.") == f"<|user|><|APA|>{audio}Rate it.<|end|><|assistant|>"
+    assert p.prompt_text("Rate it.") == f"<|user|>{audio}Rate it.<|end|><|assistant|>"
     assert q.end_of_turn == "<|im_end|>" and p.end_of_turn == "<|end|>"
     assert set(q.eos_token_ids) >= {q.tokenizer.convert_tokens_to_ids("<|im_end|>")}
     assert set(p.eos_token_ids) >= {p.tokenizer.convert_tokens_to_ids("<|end|>")}
@@ -205,8 +210,10 @@ def test_phi4_loads_its_speech_lora(tiny_phi4_mm):
 
 def test_registry_lists_both_backbones():
     assert set(ARCHS) == {"qwen2-audio", "phi4-mm"}
-    for module in ARCHS.values():
-        assert module.HUB_ID and module.LORA_TARGET_MODULES and module.UNFREEZE_MODULES and callable(module.load)
+    for arch, module in ARCHS.items():
+        spec = module.SPEC
+        assert spec.arch == arch and spec.hub_id and spec.lora_target_modules and spec.unfreeze_modules
+        assert callable(module.load) and callable(module.wrap)
 
 
 @pytest.mark.parametrize("which", ["qwen2-audio", "phi4-mm"])

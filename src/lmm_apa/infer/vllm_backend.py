@@ -47,17 +47,10 @@ def template_regex(template) -> str:
 
 
 def _prompt_text(arch: str, tokenizer, instruction: str) -> str:
-    if arch == "qwen2-audio":
-        from lmm_apa.models.backbones.qwen2_audio import CHAT_TEMPLATE
+    """vLLM's prompt for one clip: the backbone's own format (its ``BackboneSpec``)."""
+    from lmm_apa.models.backbones import spec_for
 
-        messages = [{"role": "user", "content": [{"type": "audio", "audio_url": "<audio>"}, {"type": "text", "text": instruction}]}]
-        return tokenizer.apply_chat_template(messages, chat_template=tokenizer.chat_template or CHAT_TEMPLATE,
-                                             tokenize=False, add_generation_prompt=True)
-    # Phi-4-multimodal, vLLM's placeholder convention; a control token stays in front of the audio
-    from lmm_apa.models.backbones.base import split_control_token
-
-    control, rest = split_control_token(instruction)
-    return f"<|user|>{control}<|audio_1|>{rest}<|end|><|assistant|>"
+    return spec_for(arch).vllm_prompt(instruction)
 
 
 def _guided(sampling_kwargs: dict, regex: str):
@@ -78,13 +71,14 @@ def predict_vllm(utts: Sequence, model: str | None, adapter: str | None, task, d
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    from lmm_apa.data.audio import MAX_AUDIO_SECONDS, load_audio
+    from lmm_apa.data.audio import load_audio
     from lmm_apa.infer.generate import Decoded, max_new_tokens_for
     from lmm_apa.infer.predict import adapter_base, error_record, record
-    from lmm_apa.models.backbones import DEFAULT_SOURCE, resolve_arch
+    from lmm_apa.models.backbones import DEFAULT_SOURCE, resolve_arch, spec_for
 
     source = model or (adapter_base(adapter) if adapter else None) or DEFAULT_SOURCE
     arch = resolve_arch(source)
+    spec = spec_for(arch)
     lora = None
     if adapter:
         import json
@@ -99,16 +93,14 @@ def predict_vllm(utts: Sequence, model: str | None, adapter: str | None, task, d
     llm = LLM(model=source, enable_lora=lora is not None, max_lora_rank=64, limit_mm_per_prompt={"audio": 1},
               trust_remote_code=arch == "phi4-mm")
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=arch == "phi4-mm")
-    mode = "constrained-regex" if task.decoding_for(decoding) == "constrained" else "free"
+    mode = "free" if (task.name == "mdd" or decoding == "free") else "constrained-regex"
     for start in range(0, len(utts), batch_size):
         chunk = utts[start : start + batch_size]
         requests, params, kept = [], [], []
         for utt in chunk:
             try:
-                audio = load_audio(utt.audio, target_sr=16000, max_seconds=MAX_AUDIO_SECONDS[arch])
+                audio = load_audio(utt.audio, target_sr=spec.sampling_rate, max_seconds=spec.max_audio_seconds)
                 template = task.template(utt)
-                if mode == "constrained-regex" and template is None:
-                    raise ValueError(f"task {task.name!r}: vLLM constrains score templates only; use --decoding free")
                 prompt = _prompt_text(arch, tokenizer, task.instruction(utt))
             except Exception as e:  # noqa: BLE001
                 yield error_record(utt.id, task.name, f"{type(e).__name__}: {e}")

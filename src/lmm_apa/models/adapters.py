@@ -18,12 +18,22 @@ method); loading is ``load_adapter(backbone, dir)`` for all three methods.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from lmm_apa.models.backbones.base import Backbone
 
 METHODS = ("lora", "unfreeze", "full")
 ADAPTER_INFO = "lmm_apa_adapter.json"
+
+
+@dataclass(frozen=True)
+class AdapterState:
+    """What apply_adapter / load_adapter put on a backbone (``backbone.adapter``): the method, and
+    whether the checkpoint's shipped LoRA was merged into the base weights first."""
+
+    method: str | None = None
+    own_lora_merged: bool = False
 
 
 def lora_target_regex(backbone: Backbone, target_modules: list[str] | None = None) -> str:
@@ -46,9 +56,7 @@ def _trainable_own_lora(model, backbone: Backbone, modules_to_save: list[str] | 
     from peft import PeftModel
     from peft.utils.other import _set_trainable
 
-    from lmm_apa.models.backbones import ARCHS
-
-    subfolder = ARCHS[backbone.arch].SPEECH_LORA_SUBFOLDER
+    subfolder = backbone.spec.own_lora_subfolder
     model = PeftModel.from_pretrained(model, backbone.source, subfolder=subfolder, is_trainable=True)
     if modules_to_save:
         config = model.peft_config[model.active_adapter]
@@ -77,13 +85,14 @@ def apply_adapter(
         raise ValueError("full fine-tuning cannot train 4-bit quantized weights; use lora or unfreeze with QLoRA")
     model = backbone.model
     continue_own = own_lora and backbone.own_lora is not None and target_modules is None and method != "full"
+    merged = backbone.adapter.own_lora_merged if backbone.adapter is not None else False
     if isinstance(model, PeftModel):
         if continue_own:
             model = model.unload()  # re-attached below, trainable
         else:
             model = model.merge_and_unload()  # the shipped LoRA becomes part of the base weights
             backbone.own_lora = None
-            backbone.own_lora_merged = True
+            merged = True
     if quantized:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,
@@ -112,7 +121,7 @@ def apply_adapter(
             model = get_peft_model(model, config)
     model.train()
     backbone.model = model
-    backbone.adapter_method = method
+    backbone.adapter = AdapterState(method=method, own_lora_merged=merged)
     return backbone
 
 
@@ -124,8 +133,9 @@ def save_adapter(backbone: Backbone, path: str | Path) -> Path:
     """``model.save_pretrained(path)`` plus a small record of arch, method and base source."""
     path = Path(path)
     backbone.model.save_pretrained(path)
-    info = {"arch": backbone.arch, "method": backbone.adapter_method, "base": backbone.source,
-            "own_lora_merged": backbone.own_lora_merged}
+    state = backbone.adapter or AdapterState()
+    info = {"arch": backbone.arch, "method": state.method, "base": backbone.source,
+            "own_lora_merged": state.own_lora_merged}
     (path / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return path
 
@@ -138,7 +148,8 @@ def load_adapter(backbone: Backbone, path: str | Path, is_trainable: bool = Fals
 
     path = Path(path)
     info_file = path / ADAPTER_INFO
-    merged = json.loads(info_file.read_text()).get("own_lora_merged", False) if info_file.is_file() else False
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    merged = bool(info.get("own_lora_merged", False))
     current = backbone.model
     if isinstance(current, PeftModel):
         # an adapter trained on top of the merged shipped LoRA needs that merge; otherwise the adapter
@@ -156,4 +167,5 @@ def load_adapter(backbone: Backbone, path: str | Path, is_trainable: bool = Fals
         model.eval()
     backbone.model = model
     backbone.own_lora = None
+    backbone.adapter = AdapterState(method=info.get("method"), own_lora_merged=merged)
     return backbone

@@ -54,15 +54,31 @@ def _tokenizer(pattern: str, specials: list[str], tokenizer_class: str, seed: in
         return AutoTokenizer.from_pretrained(tmp)
 
 
+def qwen2_audio_config(tokenizer, text: dict, audio: dict):
+    """A ``Qwen2AudioConfig`` with ``text`` / ``audio`` sizes around ``tokenizer``'s special tokens.
+
+    Why one builder: the tiny models here and the full-size random models of the GPU benchmarks
+    (``benchmarks/full_size.py``, published sizes) are the same architecture; only sizes differ.
+    ``text`` may set ``vocab_size`` (default: the tokenizer's size padded to a multiple of 64)."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in qwen2_audio.SPECIAL_TOKENS}
+    text_config = Qwen2Config(**{
+        "vocab_size": _padded_vocab(len(tokenizer)), "max_position_embeddings": 8192, "rope_theta": 10000.0,
+        "tie_word_embeddings": False, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], **text,
+    })
+    audio_config = Qwen2AudioEncoderConfig(**{"num_mel_bins": 128, **audio})
+    return Qwen2AudioConfig(audio_config=audio_config, text_config=text_config,
+                            audio_token_index=ids[qwen2_audio.AUDIO_TOKEN])
+
+
 def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) -> None:
     seconds = audio_seconds or QWEN_TINY_SECONDS
     from transformers import (
         GenerationConfig,
-        Qwen2AudioConfig,
-        Qwen2AudioEncoderConfig,
         Qwen2AudioForConditionalGeneration,
         Qwen2AudioProcessor,
-        Qwen2Config,
         WhisperFeatureExtractor,
     )
 
@@ -71,16 +87,9 @@ def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) ->
         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in qwen2_audio.SPECIAL_TOKENS}
-    text_config = Qwen2Config(
-        vocab_size=_padded_vocab(len(tokenizer)), max_position_embeddings=8192, rope_theta=10000.0,
-        tie_word_embeddings=False, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"], **TEXT,
-    )
-    audio_config = Qwen2AudioEncoderConfig(
-        num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64,
-        max_source_positions=seconds * 50,
-    )
-    config = Qwen2AudioConfig(audio_config=audio_config, text_config=text_config, audio_token_index=ids["<|AUDIO|>"])
+    config = qwen2_audio_config(tokenizer, TEXT, dict(
+        encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64, max_source_positions=seconds * 50,
+    ))
     model = Qwen2AudioForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
@@ -137,10 +146,34 @@ def _pass_through_init(part) -> None:
                 torch.nn.init.zeros_(module.bias)
 
 
+def phi4_mm_config(tokenizer, text: dict, audio: dict, vision: dict):
+    """A ``Phi4MultimodalConfig`` with ``text`` / ``audio`` / ``vision`` sizes around ``tokenizer``'s
+    special tokens (the audio and image placeholders by name, as the checkpoint's config refers to
+    them by id). Phi-4's LongRoPE factors are all 1.0: they only rescale rotary frequencies past the
+    4,096 positions our sequences never reach. Shared with ``benchmarks/full_size.py``."""
+    from transformers import Phi4MultimodalConfig
+
+    text = {"vocab_size": _padded_vocab(len(tokenizer)), "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096, **text}
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    rotary_half = int(head_dim * 0.75) // 2
+    end_ids = [tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids(phi4_mm.END_OF_TURN)]
+    return Phi4MultimodalConfig(
+        rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+            "short_factor": [1.0] * rotary_half, "long_factor": [1.0] * rotary_half,
+        },
+        tie_word_embeddings=True, bos_token_id=end_ids[0], pad_token_id=end_ids[0], eos_token_id=end_ids,
+        audio_config=dict(audio, audio_token_id=tokenizer.convert_tokens_to_ids(phi4_mm.AUDIO_TOKEN)),
+        vision_config=dict(vision, image_token_id=tokenizer.convert_tokens_to_ids(phi4_mm.IMAGE_TOKEN)),
+        **text,
+    )
+
+
 def _save_phi4_mm(out: Path, seed: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import GenerationConfig, Phi4MultimodalConfig, Phi4MultimodalFeatureExtractor
+    from transformers import GenerationConfig, Phi4MultimodalFeatureExtractor
     from transformers.models.phi4_multimodal.modeling_phi4_multimodal import Phi4MultimodalForCausalLM
 
     specials = sorted(phi4_mm.SPECIAL_TOKEN_OFFSETS, key=phi4_mm.SPECIAL_TOKEN_OFFSETS.get)
@@ -151,28 +184,11 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
     )
     tokenizer.chat_template = phi4_mm.CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
-    head_dim = TEXT["hidden_size"] // TEXT["num_attention_heads"]
-    rotary_half = int(head_dim * 0.75) // 2
-    config = Phi4MultimodalConfig(
-        vocab_size=_padded_vocab(len(tokenizer)),
-        max_position_embeddings=131072,
-        original_max_position_embeddings=4096,
-        rope_parameters={
-            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
-            "short_factor": [1.0] * rotary_half, "long_factor": [1.0] * rotary_half,
-        },
-        tie_word_embeddings=True,
-        bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|endoftext|>"], ids[phi4_mm.END_OF_TURN]],
-        audio_config=dict(
-            hidden_size=64, intermediate_size=128, num_blocks=2, num_attention_heads=4, ext_pw_out_channel=64,
-            depthwise_separable_out_channel=64, nemo_conv_channels=32, audio_token_id=ids[phi4_mm.AUDIO_TOKEN],
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_token_id=ids[phi4_mm.IMAGE_TOKEN],
-        ),
-        **TEXT,
+    config = phi4_mm_config(
+        tokenizer, TEXT,
+        audio=dict(hidden_size=64, intermediate_size=128, num_blocks=2, num_attention_heads=4, ext_pw_out_channel=64,
+                   depthwise_separable_out_channel=64, nemo_conv_channels=32),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
     )
     model = Phi4MultimodalForCausalLM(config)
     feature_extractor = Phi4MultimodalFeatureExtractor()
@@ -190,7 +206,8 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
     tokenizer.save_pretrained(out)
     feature_extractor.save_pretrained(out)
     # The checkpoint's own speech LoRA, random here (both matrices, so it is not a no-op).
-    targets = rf"^{phi4_mm.LORA_LAYERS_PREFIX}\.\d+\..*\.({'|'.join(phi4_mm.LORA_TARGET_MODULES)})$"
+    spec = phi4_mm.SPEC
+    targets = rf"^{spec.lora_layers_prefix}\.\d+\..*\.({'|'.join(spec.lora_target_modules)})$"
     torch.manual_seed(seed + 1)
     lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
                                             init_lora_weights=False))

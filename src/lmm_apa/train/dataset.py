@@ -8,7 +8,8 @@ and the next usable example takes its place, so one bad file never stops a run n
 short.
 
 Lengths (for length-grouped batches) are estimated without reading samples: audio seconds from the
-file header times the backbone's audio tokens per second, plus the prompt + target token count.
+file header times the backbone's audio tokens per second (its ``BackboneSpec``), plus the prompt +
+target token count.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ import torch
 
 from lmm_apa.data.audio import AudioError, audio_info, load_audio
 from lmm_apa.data.schema import Utterance
-
-# Audio tokens the LLM sees per second of speech: Qwen2-Audio's encoder gives 50 frames/s, pooled
-# by 2 -> 25/s; Phi-4-multimodal's conformer gives one token per 80 ms -> 12.5/s.
-AUDIO_TOKENS_PER_SECOND = {"qwen2-audio": 25.0, "phi4-mm": 12.5}
+from lmm_apa.models.backbones import spec_for
 
 
 @dataclass
@@ -99,7 +97,7 @@ def estimate_lengths(
     examples: list[Example], tokenizer, arch: str, skip_log: SkipLog, max_seconds: Optional[float] = None
 ) -> list[Example]:
     """Fill ``Example.length``; drop (and record) examples whose audio header is unreadable or too long."""
-    per_second = AUDIO_TOKENS_PER_SECOND.get(arch, 25.0)
+    spec = spec_for(arch)
     kept, seconds = [], {}
     for ex in examples:
         if ex.utt.id not in seconds:
@@ -122,7 +120,7 @@ def estimate_lengths(
     else:
         n_text = [len(t) // 4 for t in texts]
     for ex, n in zip(kept, n_text):
-        ex.length = int(round(seconds[ex.utt.id] * per_second)) + n
+        ex.length = spec.audio_tokens(seconds[ex.utt.id]) + n
     return kept
 
 

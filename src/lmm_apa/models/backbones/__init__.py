@@ -2,8 +2,8 @@
 by the saved config's ``model_type``, and loads model, tokenizer and feature extractor with
 ``from_pretrained`` (a hub id, or a local folder, which works offline).
 
-A third backbone is one new module with a ``load(source, model_kwargs)`` function returning a
-``Backbone`` subclass (``prompt_text`` + ``audio_inputs``), added to ``ARCHS`` and ``MODEL_TYPES``.
+A third backbone is one new module with a ``SPEC`` (``BackboneSpec``) and a ``load(source, model_kwargs)``
+function returning a ``Backbone`` subclass (``prompt_text`` + ``audio_inputs``), added to ``ARCHS``.
 
 Control tokens (seed 002's ``<|APA|>`` / ``<|MDD|>``) stay plain text: they are NOT added to the
 vocabulary. The paper introduces them "without modifying the model architecture" and keeps the
@@ -18,14 +18,20 @@ import json
 from pathlib import Path
 
 from lmm_apa.models.backbones import phi4_mm, qwen2_audio
-from lmm_apa.models.backbones.base import CONTROL_TOKENS, IGNORE_INDEX, Backbone
+from lmm_apa.models.backbones.base import CONTROL_TOKENS, IGNORE_INDEX, Backbone, BackboneSpec
 
-ARCHS = {"qwen2-audio": qwen2_audio, "phi4-mm": phi4_mm}
-MODEL_TYPES = {qwen2_audio.MODEL_TYPE: "qwen2-audio", phi4_mm.MODEL_TYPE: "phi4-mm"}
-HUB_IDS = {"qwen2-audio": qwen2_audio.HUB_ID, "phi4-mm": phi4_mm.HUB_ID}
-DEFAULT_SOURCE = qwen2_audio.HUB_ID
+ARCHS = {module.SPEC.arch: module for module in (qwen2_audio, phi4_mm)}
+SPECS: dict[str, BackboneSpec] = {arch: module.SPEC for arch, module in ARCHS.items()}
+MODEL_TYPES = {spec.model_type: arch for arch, spec in SPECS.items()}
+DEFAULT_SOURCE = qwen2_audio.SPEC.hub_id
 
-__all__ = ["ARCHS", "Backbone", "CONTROL_TOKENS", "IGNORE_INDEX", "load_backbone", "resolve_arch", "ensure_control_tokens"]
+__all__ = ["ARCHS", "SPECS", "Backbone", "BackboneSpec", "CONTROL_TOKENS", "IGNORE_INDEX", "load_backbone",
+           "resolve_arch", "ensure_control_tokens", "spec_for"]
+
+
+def spec_for(arch: str) -> BackboneSpec:
+    """The published checkpoint's facts for ``arch`` (audio limits, LoRA targets, prompt format ...)."""
+    return SPECS[check_arch(arch)]
 
 
 def check_arch(arch: str) -> str:
@@ -100,7 +106,7 @@ def quantization_config(arch: str, quantization: str):
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
-        llm_int8_skip_modules=list(ARCHS[arch].QUANTIZATION_SKIP_MODULES),
+        llm_int8_skip_modules=list(SPECS[arch].quantization_skip_modules),
     )
 
 

@@ -1,21 +1,26 @@
 """What the rest of the toolkit needs from a backbone, and nothing more.
 
+Two objects per backbone:
+
+- ``BackboneSpec`` (frozen): the facts a published checkpoint fixes, written once in the backbone's
+  own module (``qwen2_audio.SPEC``, ``phi4_mm.SPEC``): audio limits and rate, audio tokens per
+  second, placeholder and end-of-turn tokens, the vLLM prompt format, LoRA targets, the modules
+  "Unfreeze" trains, what QLoRA leaves unquantized. Code that only needs a fact (the data pipeline's
+  length limit, the trainer's length estimate, the vLLM backend) reads the spec, never a copy.
+- ``Backbone``: one loaded model: the spec + the model, tokenizer, feature extractor (and processor)
+  and what the loaded checkpoint says where it may differ from the published one (``audio_token``
+  read from its config, ``max_audio_seconds`` from its encoder window: the tiny Qwen2-Audio takes
+  15 s). Adapter state (which adapter is on the model) is not here: see ``lmm_apa.models.adapters``.
+
 A backbone module (``qwen2_audio.py``, ``phi4_mm.py``; a third backbone is one new module registered
-in ``lmm_apa.models.backbones``) answers four questions explicitly:
+in ``lmm_apa.models.backbones``) subclasses ``Backbone`` with two small methods: ``prompt_text`` (its
+chat template around one audio placeholder) and ``audio_inputs`` (its feature extractor, and how many
+placeholder tokens each clip becomes).
 
-1. how the chat turn is built around the audio (``build_batch``),
-2. which modules LoRA targets (``lora_target_modules``),
-3. what "Unfreeze" trains besides the adapter (``unfreeze_modules``: audio encoder + projector),
-4. how audio is prepared (``sampling_rate``, ``max_audio_seconds``).
-
-``build_batch`` is the single place where text and audio meet the model. Training calls it with
-``targets`` (labels are the answer tokens only; prompt, audio and padding positions are -100);
-inference calls it without (left padding, so generation and template-constrained decoding can append
-tokens to every row). Everything else (trainer, decoders, service) is backbone-agnostic.
-
-``build_batch`` itself is shared (below); a backbone module subclasses ``Backbone`` with two small
-methods: ``prompt_text`` (its chat template around one audio placeholder) and ``audio_inputs`` (its
-feature extractor, and how many placeholder tokens each clip becomes).
+``build_batch`` (shared, below) is the single place where text and audio meet the model. Training
+calls it with ``targets`` (labels are the answer tokens only; prompt, audio and padding positions are
+-100); inference calls it without (left padding, so generation and template-constrained decoding can
+append tokens to every row). Everything else (trainer, decoders, service) is backbone-agnostic.
 
 Notes for callers: generation should stop on ``eos_token_ids`` (end of turn + eos) and pad with
 ``pad_token_id``. Left padding shifts a row's positions by a constant; both backbones use rotary
@@ -25,7 +30,7 @@ positions, so attention scores are unchanged and batched generation equals unbat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,26 +39,88 @@ IGNORE_INDEX = -100
 CONTROL_TOKENS = ("<|APA|>", "<|MDD|>")
 
 
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The published checkpoint's facts about one backbone (immutable; one per backbone module)."""
+
+    arch: str  # registry name: "qwen2-audio", "phi4-mm"
+    hub_id: str  # the published checkpoint
+    model_type: str  # its config.json ``model_type``
+    sampling_rate: int  # what its feature extractor takes
+    # Shortest and longest clip accepted (seconds). Below 25 ms (one 400-sample analysis window)
+    # Qwen2-Audio silently gets zero audio tokens and Phi-4's feature extractor fails (measured on
+    # the tiny models); no word is shorter than 0.1 s, so shorter clips are refused with a clear error.
+    min_audio_seconds: float
+    max_audio_seconds: float
+    audio_tokens_per_second: float  # audio placeholder tokens the language model sees per second
+    audio_token: str  # the placeholder's name in the published tokenizer
+    end_of_turn: str  # appended to every target: the token that ends the assistant turn
+    lora_target_modules: tuple[str, ...]
+    # LoRA goes on ``lora_target_modules`` inside the language model only: modules whose qualified
+    # name starts with this prefix + a layer index (the audio encoder has modules of the same names).
+    lora_layers_prefix: str
+    unfreeze_modules: tuple[str, ...]  # what "Unfreeze" trains besides the LoRA: audio encoder + projector
+    quantization_skip_modules: tuple[str, ...]  # left unquantized under QLoRA
+    # vLLM's prompt for one audio clip: ``{control}`` (an <|APA|>/<|MDD|> control token or "") and
+    # ``{prompt}`` (the rest of the instruction) are filled in by ``vllm_prompt``.
+    vllm_prompt_format: str
+    own_lora_subfolder: str | None = None  # a LoRA the checkpoint ships (Phi-4's speech LoRA)
+
+    def vllm_prompt(self, instruction: str) -> str:
+        """The text vLLM gets for one clip + ``instruction`` (vLLM expands the audio placeholder)."""
+        control, rest = split_control_token(instruction)
+        return self.vllm_prompt_format.format(control=control, prompt=rest)
+
+    def audio_tokens(self, seconds: float) -> int:
+        """Estimated audio placeholder tokens for a clip of ``seconds`` (length-grouped batching)."""
+        return int(round(seconds * self.audio_tokens_per_second))
+
+
 @dataclass
 class Backbone:
-    arch: str  # registry name: "qwen2-audio", "phi4-mm"
+    spec: BackboneSpec
     model: Any  # a transformers PreTrainedModel (possibly wrapped by peft)
     tokenizer: Any
     feature_extractor: Any
-    sampling_rate: int = 16000
-    max_audio_seconds: float = 30.0
-    lora_target_modules: list[str] = field(default_factory=list)
-    unfreeze_modules: list[str] = field(default_factory=list)
     source: str = ""  # the id or path it was loaded from
-    # LoRA goes on ``lora_target_modules`` inside the language model only: modules whose qualified
-    # name starts with this prefix + a layer index (the audio encoder has modules of the same names).
-    lora_layers_prefix: str = ""
-    end_of_turn: str = ""  # appended to every target: the token that ends the assistant turn
     processor: Any = None  # the transformers processor when it can be built here (None for phi4-mm on CPU)
-    audio_token: str = ""  # the placeholder the model replaces with audio embeddings
-    adapter_method: str | None = None  # set by apply_adapter: "lora" / "unfreeze" / "full"
-    own_lora_merged: bool = False  # apply_adapter merged the shipped LoRA into the base weights
-    own_lora: str | None = None  # name of a LoRA the checkpoint ships and load_backbone loaded (phi4: "speech-lora")
+    audio_token: str = ""  # the placeholder as the loaded config names it (audio token id -> token)
+    max_audio_seconds: float = 0.0  # the loaded encoder's limit (<= the spec's); 0: the spec's
+    own_lora: str | None = None  # the shipped LoRA load_backbone attached (phi4: "speech-lora"), until replaced
+    adapter: Any = None  # ``lmm_apa.models.adapters.AdapterState``, set by apply_adapter / load_adapter
+
+    def __post_init__(self):
+        self.audio_token = self.audio_token or self.spec.audio_token
+        self.max_audio_seconds = float(self.max_audio_seconds or self.spec.max_audio_seconds)
+
+    # The spec's facts, read through the loaded backbone (what build_batch and the adapters use).
+    @property
+    def arch(self) -> str:
+        return self.spec.arch
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.spec.sampling_rate
+
+    @property
+    def min_audio_seconds(self) -> float:
+        return self.spec.min_audio_seconds
+
+    @property
+    def end_of_turn(self) -> str:
+        return self.spec.end_of_turn
+
+    @property
+    def lora_target_modules(self) -> list[str]:
+        return list(self.spec.lora_target_modules)
+
+    @property
+    def lora_layers_prefix(self) -> str:
+        return self.spec.lora_layers_prefix
+
+    @property
+    def unfreeze_modules(self) -> list[str]:
+        return list(self.spec.unfreeze_modules)
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -81,7 +148,8 @@ class Backbone:
         starts from. Right padding with targets, left padding without. Tensors stay on the CPU (move
         them with ``{k: v.to(device) ...}``); features are float32, the model casts them.
         """
-        check_batch_inputs(audios, prompts, targets, self.sampling_rate, self.max_audio_seconds)
+        check_batch_inputs(audios, prompts, targets, self.sampling_rate, self.max_audio_seconds,
+                           self.min_audio_seconds)
         audio_inputs, n_audio_tokens = self.audio_inputs(audios)
         texts = [
             self.prompt_text(p).replace(self.audio_token, self.audio_token * n, 1)
@@ -108,7 +176,8 @@ class Backbone:
         raise NotImplementedError
 
 
-def check_batch_inputs(audios, prompts, targets, sampling_rate: int, max_audio_seconds: float) -> None:
+def check_batch_inputs(audios, prompts, targets, sampling_rate: int, max_audio_seconds: float,
+                       min_audio_seconds: float = 0.0) -> None:
     """Clear errors (naming the row) before anything reaches the feature extractor."""
     if len(audios) != len(prompts) or (targets is not None and len(targets) != len(prompts)):
         raise ValueError(
@@ -127,6 +196,11 @@ def check_batch_inputs(audios, prompts, targets, sampling_rate: int, max_audio_s
             raise ValueError(
                 f"build_batch: audio {i} lasts {seconds:.1f} s, over this backbone's limit of "
                 f"{max_audio_seconds:g} s (split or trim it)"
+            )
+        if seconds < min_audio_seconds:
+            raise ValueError(
+                f"build_batch: audio {i} lasts {seconds:.3f} s, under this backbone's minimum of "
+                f"{min_audio_seconds:g} s (too short to hold a word)"
             )
 
 

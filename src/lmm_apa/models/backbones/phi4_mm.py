@@ -11,10 +11,10 @@ token ``audio_embed_sizes[i]`` times exactly as ``Phi4MultimodalProcessor.replac
 
 Chat turn (Phi-4 format; seed 002 puts the control token before the audio, figure 3)::
 
-    <|user|>{<|APA|> or <|MDD|>}<|audio|>...<|audio|>{prompt}<|end|><|assistant|>{answer}<|end|>
+    <|user|>{<|APA|> or <|MDD|>}<|endoftext11|>...<|endoftext11|>{prompt}<|end|><|assistant|>{answer}<|end|>
 
 The audio placeholder is the token whose id is ``config.audio_config.audio_token_id`` (200011,
-``<|audio|>`` in the native tokenizer). Labels cover ``{answer}<|end|>`` only; ``<|end|>`` and
+``<|endoftext11|>`` in the converted checkpoint's tokenizer). Labels cover ``{answer}<|end|>`` only; ``<|end|>`` and
 ``<|endoftext|>`` end generation.
 
 Speech LoRA: Phi-4-multimodal is a mixture of LoRAs; its speech skills live in a LoRA adapter on the
@@ -36,22 +36,44 @@ from typing import Sequence
 
 import numpy as np
 
-from lmm_apa.models.backbones.base import Backbone, split_control_token
+from lmm_apa.models.backbones.base import Backbone, BackboneSpec, split_control_token
 
-HUB_ID = "microsoft/Phi-4-multimodal-instruct"
-MODEL_TYPE = "phi4_multimodal"
-SPEECH_LORA_SUBFOLDER = "speech-lora"
-AUDIO_TOKEN = "<|audio|>"
-IMAGE_TOKEN = "<|image|>"
-END_OF_TURN = "<|end|>"
-# Real special tokens at their real offsets from <|endoftext|> (199999): ids 200000-200017 are
-# reserved, 200010 = image, 200011 = audio, then the chat tokens 200018-200028.
+SPEC = BackboneSpec(
+    arch="phi4-mm",
+    hub_id="microsoft/Phi-4-multimodal-instruct",
+    model_type="phi4_multimodal",
+    sampling_rate=16000,
+    min_audio_seconds=0.1,
+    # No fixed encoder length (relative attention bias); 40 s is the model card's limit for speech
+    # prompts other than summarisation.
+    max_audio_seconds=40.0,
+    audio_tokens_per_second=12.5,  # one token per 80 ms (10 ms mel hop, 8x conformer subsampling)
+    # The converted checkpoint's names (transformers' conversion keeps the original tokenizer): the
+    # audio placeholder is id 200011 = <|endoftext11|>, the image placeholder 200010 = <|endoftext10|>.
+    audio_token="<|endoftext11|>",
+    end_of_turn="<|end|>",
+    lora_target_modules=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    lora_layers_prefix="model.layers",
+    unfreeze_modules=(
+        "model.embed_tokens_extend.audio_embed.encoder",
+        "model.embed_tokens_extend.audio_embed.up_proj_for_speech",
+        "model.embed_tokens_extend.audio_embed.down_proj_for_speech",
+    ),
+    quantization_skip_modules=("embed_tokens_extend", "lm_head"),
+    # vLLM's Phi-4-multimodal placeholder convention; a control token stays in front of the audio.
+    vllm_prompt_format="<|user|>{control}<|audio_1|>{prompt}<|end|><|assistant|>",
+    own_lora_subfolder="speech-lora",
+)
+# Short names for the spec's facts (used by the tiny-model builder and the tests).
+HUB_ID, MODEL_TYPE = SPEC.hub_id, SPEC.model_type
+SPEECH_LORA_SUBFOLDER = SPEC.own_lora_subfolder
+AUDIO_TOKEN, END_OF_TURN = SPEC.audio_token, SPEC.end_of_turn
+IMAGE_TOKEN = "<|endoftext10|>"
+# Real special tokens at their real offsets from <|endoftext|> (199999): <|endoftextN|> = 200000 + N
+# for N < 18 (10 = image, 11 = audio), then the chat tokens 200018-200028.
 SPECIAL_TOKEN_OFFSETS = {
     "<|endoftext|>": 0,
-    **{f"<|endoftext{i}|>": i + 1 for i in range(10)},
-    IMAGE_TOKEN: 11,
-    AUDIO_TOKEN: 12,
-    **{f"<|endoftext{i}|>": i + 1 for i in range(12, 18)},
+    **{f"<|endoftext{i}|>": i + 1 for i in range(18)},
     "<|endofprompt|>": 19,
     "<|assistant|>": 20,
     "<|end|>": 21,
@@ -64,15 +86,6 @@ SPECIAL_TOKEN_OFFSETS = {
     "<|tool_response|>": 28,
     "<|tag|>": 29,
 }
-LORA_TARGET_MODULES = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-LORA_LAYERS_PREFIX = "model.layers"
-UNFREEZE_MODULES = [
-    "model.embed_tokens_extend.audio_embed.encoder",
-    "model.embed_tokens_extend.audio_embed.up_proj_for_speech",
-    "model.embed_tokens_extend.audio_embed.down_proj_for_speech",
-]
-QUANTIZATION_SKIP_MODULES = ["embed_tokens_extend", "lm_head"]
-MAX_AUDIO_SECONDS = 40.0
 
 # Phi-4-mini / Phi-4-multimodal-instruct chat template.
 CHAT_TEMPLATE = (
@@ -145,21 +158,24 @@ def load(source: str, model_kwargs: dict, speech_lora: bool = True) -> Phi4MMBac
 
         model = PeftModel.from_pretrained(model, source, subfolder=SPEECH_LORA_SUBFOLDER, is_trainable=False)
         own_lora = SPEECH_LORA_SUBFOLDER
+    return wrap(model, tokenizer, feature_extractor, processor, str(source), own_lora)
+
+
+def wrap(model, tokenizer, feature_extractor, processor, source: str, own_lora: str | None = None) -> Phi4MMBackbone:
+    """The ``Backbone`` around a model and its processing parts (loaded, or built in memory by the
+    benchmarks); the audio placeholder is the token the model's config names by id."""
+    if feature_extractor.sampling_rate != SPEC.sampling_rate:
+        raise ValueError(
+            f"{source}: feature extractor takes {feature_extractor.sampling_rate} Hz, Phi-4 {SPEC.sampling_rate} Hz"
+        )
     config = model.config
-    audio_token = tokenizer.convert_ids_to_tokens(config.audio_config.audio_token_id)
     return Phi4MMBackbone(
-        arch="phi4-mm",
+        spec=SPEC,
         model=model,
         tokenizer=tokenizer,
         feature_extractor=feature_extractor,
         processor=processor,
-        sampling_rate=feature_extractor.sampling_rate,
-        max_audio_seconds=MAX_AUDIO_SECONDS,
-        lora_target_modules=list(LORA_TARGET_MODULES),
-        unfreeze_modules=list(UNFREEZE_MODULES),
-        lora_layers_prefix=LORA_LAYERS_PREFIX,
-        end_of_turn=END_OF_TURN,
-        audio_token=audio_token,
+        audio_token=tokenizer.convert_ids_to_tokens(config.audio_config.audio_token_id),
         own_lora=own_lora,
-        source=str(source),
+        source=source,
     )

@@ -32,19 +32,38 @@ from typing import Sequence
 
 import numpy as np
 
-from lmm_apa.models.backbones.base import Backbone
+from lmm_apa.models.backbones.base import Backbone, BackboneSpec
 
-HUB_ID = "Qwen/Qwen2-Audio-7B-Instruct"
-MODEL_TYPE = "qwen2_audio"
 # Real special tokens in their real order (ids 151643... after the 151643 BPE tokens).
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
-AUDIO_TOKEN = "<|AUDIO|>"
-END_OF_TURN = "<|im_end|>"
-LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-LORA_LAYERS_PREFIX = "model.language_model.layers"
-UNFREEZE_MODULES = ["model.audio_tower", "model.multi_modal_projector"]
-# Not quantized under QLoRA: the audio path (small, and trainable under Unfreeze) and the output head.
-QUANTIZATION_SKIP_MODULES = ["audio_tower", "multi_modal_projector", "lm_head"]
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
+
+SPEC = BackboneSpec(
+    arch="qwen2-audio",
+    hub_id="Qwen/Qwen2-Audio-7B-Instruct",
+    model_type="qwen2_audio",
+    sampling_rate=16000,
+    min_audio_seconds=0.1,
+    # 1500 encoder positions after a stride-2 conv over 100 mel frames/s (WhisperFeatureExtractor
+    # chunk_length 30): exactly 30 s; longer input would be truncated by the feature extractor.
+    max_audio_seconds=30.0,
+    audio_tokens_per_second=25.0,  # 100 mel frames/s, conv stride 2, avg-pool stride 2
+    audio_token="<|AUDIO|>",
+    end_of_turn="<|im_end|>",
+    lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    lora_layers_prefix="model.language_model.layers",
+    unfreeze_modules=("model.audio_tower", "model.multi_modal_projector"),
+    # Not quantized under QLoRA: the audio path (small, and trainable under Unfreeze) and the output head.
+    quantization_skip_modules=("audio_tower", "multi_modal_projector", "lm_head"),
+    # The Instruct chat template's rendering of one audio + one text part (vLLM's Qwen2-Audio example).
+    vllm_prompt_format=(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n{control}{prompt}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
+)
+# Short names for the spec's facts (used by the tiny-model builder and the tests).
+HUB_ID, MODEL_TYPE = SPEC.hub_id, SPEC.model_type
+AUDIO_TOKEN, END_OF_TURN = SPEC.audio_token, SPEC.end_of_turn
 
 # The Instruct checkpoint's chat template (identical to Qwen2AudioProcessor.default_chat_template).
 CHAT_TEMPLATE = (
@@ -113,21 +132,24 @@ def load(source: str, model_kwargs: dict) -> Qwen2AudioBackbone:
 
     processor = AutoProcessor.from_pretrained(source)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **model_kwargs)
+    return wrap(model, processor, str(source))
+
+
+def wrap(model, processor, source: str) -> Qwen2AudioBackbone:
+    """The ``Backbone`` around a model and its processor (loaded, or built in memory by the
+    benchmarks): the clip limit is the spec's, or the loaded encoder's window where shorter."""
     fe = processor.feature_extractor
+    if fe.sampling_rate != SPEC.sampling_rate:
+        raise ValueError(f"{source}: feature extractor takes {fe.sampling_rate} Hz, Qwen2-Audio {SPEC.sampling_rate} Hz")
     encoder_frames = 2 * model.config.audio_config.max_source_positions
-    max_seconds = min(fe.chunk_length, encoder_frames * fe.hop_length / fe.sampling_rate)
+    max_seconds = min(SPEC.max_audio_seconds, fe.chunk_length, encoder_frames * fe.hop_length / fe.sampling_rate)
     return Qwen2AudioBackbone(
-        arch="qwen2-audio",
+        spec=SPEC,
         model=model,
         tokenizer=processor.tokenizer,
         feature_extractor=fe,
         processor=processor,
-        sampling_rate=fe.sampling_rate,
         max_audio_seconds=float(max_seconds),
-        lora_target_modules=list(LORA_TARGET_MODULES),
-        unfreeze_modules=list(UNFREEZE_MODULES),
-        lora_layers_prefix=LORA_LAYERS_PREFIX,
-        end_of_turn=END_OF_TURN,
-        audio_token=getattr(processor, "audio_token", AUDIO_TOKEN),
-        source=str(source),
+        audio_token=processor.tokenizer.convert_ids_to_tokens(model.config.audio_token_index),
+        source=source,
     )
