@@ -205,10 +205,20 @@ def predict_corpus(
     backbone=None,
     progress: bool = True,
     lookahead: int | None = None,
+    select: Callable | None = None,
 ) -> dict:
     """Assess every utterance of ``source`` into the JSONL file ``out`` (resumed if it exists) and
     return a summary. ``backbone`` may be a loaded one (tests, the demo); otherwise ``model`` /
-    ``adapter`` are loaded."""
+    ``adapter`` are loaded. Under ``accelerate launch`` / ``torchrun`` the processes share the corpus
+    (``lmm_apa.infer.distributed``; ``select`` picks one process's share there)."""
+    from lmm_apa.infer import distributed
+
+    if select is None and distributed.world_size() > 1:
+        return distributed.predict_data_parallel(
+            predict_corpus, source=source, model=model, adapter=adapter, task=task, out=out, decoding=decoding,
+            split=split, batch_size=batch_size, limit=limit, device=device, backend=backend, backbone=backbone,
+            progress=progress, lookahead=lookahead,
+        )
     from lmm_apa.data.corpus import load_corpus
     from lmm_apa.prompts.tasks import get_task
 
@@ -231,6 +241,8 @@ def predict_corpus(
     failures = list(corpus.failures)
     if limit is not None:
         utts = utts[:limit]
+    if select is not None:
+        utts, failures = select(utts, failures)
     already = done_ids(out)
     todo = [u for u in utts if u.id not in already]
     todo_failures = [f for f in failures if f.id not in already and (limit is None)]
