@@ -20,11 +20,13 @@ def _wav_bytes(seconds=0.8, sr=16000, freq=200.0) -> bytes:
 def client(tiny_qwen2_audio):
     from fastapi.testclient import TestClient
 
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
     from lmm_apa.serve.app import create_app
 
     bb = load_model(str(tiny_qwen2_audio), device="cpu")
-    return TestClient(create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full"))
+    with TestClient(create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full"),
+                    base_url="http://127.0.0.1") as c:
+        yield c
 
 
 def test_page_and_health(client):
@@ -52,7 +54,7 @@ def test_assess_native_and_azure(client):
 
 def test_assess_rejects_bad_input_with_reason(client):
     r = client.post("/assess", files={"audio": ("junk.wav", b"RIFF....nope", "audio/wav")}, data={"text": "We call"})
-    assert r.status_code == 422 and "junk.wav" in r.json()["detail"]
+    assert r.status_code == 415 and "junk.wav" in r.json()["detail"] and r.json()["field"] == "audio"
     silent = io.BytesIO()
     sf.write(silent, np.zeros(8000, dtype=np.float32), 16000, format="WAV")
     r = client.post("/assess", files={"audio": ("quiet.wav", silent.getvalue(), "audio/wav")}, data={"text": "We call"})

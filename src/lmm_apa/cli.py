@@ -162,13 +162,23 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     model: Optional[str] = typer.Option(None, "--model"),
     adapter: Optional[str] = typer.Option(None, "--adapter"),
-    task: str = typer.Option("full", "--task"),
+    task: str = typer.Option("full", "--task", help=TASK_HELP),
     device: Optional[str] = typer.Option(None, "--device"),
+    queue_size: int = typer.Option(16, "--queue-size", min=1, help="requests waiting for the model; more get 503 + Retry-After"),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="requests decoded together (1: no batching)"),
+    timeout: float = typer.Option(60.0, "--timeout", min=1.0, help="seconds before a request gets 504"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="required on /assess (or env LMM_APA_API_KEY)"),
+    allowed_hosts: Optional[List[str]] = typer.Option(None, "--allowed-hosts", help="Host names to answer (default: loopback)"),
+    cors_origin: Optional[List[str]] = typer.Option(None, "--cors-origin", help="web origins allowed to call the API"),
+    docs: bool = typer.Option(False, "--docs/--no-docs", help="/docs (Swagger UI from a CDN: needs internet)"),
 ) -> None:
-    """HTTP API + learner page."""
-    from lmm_apa.serve.app import run_server
+    """HTTP API + learner page (loopback only unless --host and --allowed-hosts say otherwise)."""
+    from lmm_apa.serve.app import LOOPBACK_HOSTS, ServeOptions, listed, resolve_api_key, run_server
 
-    run_server(host=host, port=port, model=model, adapter=adapter, task=task, device=device)
+    options = ServeOptions(queue_size=queue_size, max_batch=max_batch, request_timeout_s=timeout,
+                           api_key=resolve_api_key(api_key), allowed_hosts=listed(allowed_hosts) or LOOPBACK_HOSTS,
+                           cors_origins=listed(cors_origin), docs=docs)
+    run_server(host=host, port=port, model=model, adapter=adapter, task=task, device=device, options=options)
 
 
 @app.command("demo")

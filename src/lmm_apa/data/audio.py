@@ -37,6 +37,10 @@ class AudioError(ValueError):
     """A recording that cannot be used; the message names the file (or the in-memory source)."""
 
 
+class AudioFormatError(AudioError):
+    """Not audio we can read at all (unknown container, unsupported layout): the server's 415."""
+
+
 @dataclass
 class AudioInfo:
     duration: float  # seconds
@@ -130,7 +134,7 @@ def decode_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
     try:
         x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"{name}: unreadable audio bytes ({e})") from e
+        raise AudioFormatError(f"{name}: unreadable audio bytes ({_sf_reason(e)})") from None
     return (x[:, 0] if x.shape[1] == 1 else x), int(sr)
 
 
@@ -145,3 +149,128 @@ def check_audio(audio: Audio, deep: bool = True, max_seconds: float | None = Non
     if deep:
         load_audio(audio, target_sr=None)
     return info.duration
+
+
+# --------------------------------------------------------------------------- uploads (the server)
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What an untrusted recording may be, checked on the header before a sample is decoded.
+
+    The caller (the server) fills ``min_seconds`` / ``max_seconds`` from the backbone's own limits;
+    this module does not know backbones (data sits below models)."""
+
+    min_seconds: float = 0.0
+    max_seconds: float | None = None
+    max_channels: int = 2  # a learner's microphone is mono or stereo; 8-channel uploads are refused
+    min_sampling_rate: int = 8_000
+    max_sampling_rate: int = 96_000
+
+    def max_samples(self, sampling_rate: int, channels: int) -> int | None:
+        """The most frames x channels a decode may produce (None: unbounded)."""
+        if self.max_seconds is None:
+            return None
+        return int(self.max_seconds * sampling_rate + 1) * channels
+
+
+_RIFF_STREAMING_SIZES = {0, 0xFFFFFFFF}  # writers that did not know the length leave these
+
+
+def declared_wav_data_bytes(fileobj) -> tuple[int, int] | None:
+    """(bytes the RIFF/WAVE ``data`` chunk header declares, bytes actually present after it), or
+    None for other containers or a streaming header. Why: libsndfile silently clamps a truncated
+    WAV to what is there, so a 1 kB upload whose header promises 3.5 s would be scored as 0.03 s."""
+    start = fileobj.tell()
+    try:
+        head = fileobj.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = fileobj.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                if size in _RIFF_STREAMING_SIZES:
+                    return None
+                here = fileobj.tell()
+                end = fileobj.seek(0, io.SEEK_END)
+                return size, end - here
+            fileobj.seek(size + (size & 1), io.SEEK_CUR)
+    finally:
+        fileobj.seek(start)
+
+
+def _sf_reason(e: Exception) -> str:
+    """libsndfile's reason without the Python object repr it embeds (``<_io.BytesIO at 0x..>``)."""
+    reason = getattr(e, "error_string", None) or "format not recognised"
+    return reason.rstrip(".")
+
+
+def _upload_header(fileobj, name: str, limits: AudioLimits) -> sf._SoundFileInfo:
+    """The header's facts, checked against ``limits``; nothing is decoded yet."""
+    try:
+        info = sf.info(fileobj)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioFormatError(f"{name}: not a readable WAV/FLAC/OGG recording ({_sf_reason(e)})") from None
+    finally:
+        fileobj.seek(0)
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{name}: the recording has no samples")
+    if info.channels > limits.max_channels:
+        raise AudioFormatError(f"{name}: {info.channels} channels; record in mono or stereo "
+                               f"(at most {limits.max_channels})")
+    if not limits.min_sampling_rate <= info.samplerate <= limits.max_sampling_rate:
+        raise AudioFormatError(f"{name}: sample rate {info.samplerate} Hz is outside "
+                               f"{limits.min_sampling_rate}-{limits.max_sampling_rate} Hz")
+    declared = declared_wav_data_bytes(fileobj)
+    if declared is not None and declared[0] > declared[1]:
+        held = info.frames / info.samplerate  # libsndfile counts only the frames present
+        promised = held * declared[0] / declared[1]  # declared[1] > 0: there are frames
+        raise AudioError(f"{name}: the file is cut short: its header promises {promised:.2f} s "
+                         f"but it holds {held:.2f} s (an incomplete upload?)")
+    return info
+
+
+def _check_duration(seconds: float, name: str, limits: AudioLimits) -> None:
+    if limits.max_seconds is not None and seconds > limits.max_seconds:
+        raise AudioError(f"{name}: the recording is {seconds:.1f} s long; the limit is {limits.max_seconds:g} s")
+    if seconds < limits.min_seconds:
+        raise AudioError(f"{name}: the recording is {seconds:.2f} s long, too short to hold a word "
+                         f"(at least {limits.min_seconds:g} s)")
+
+
+def read_upload(fileobj, name: str, limits: AudioLimits, target_sr: int | None = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """An untrusted recording (a seekable binary file object) -> float32 mono at ``target_sr``.
+
+    Header first: format, channels, rate and duration are checked before any sample is decoded,
+    and the decode itself is capped at ``limits.max_samples``, so a tiny file that claims hours of
+    8-channel 192 kHz audio costs nothing. Every :class:`AudioError` names ``name`` (the upload's
+    file name), never the in-memory object."""
+    info = _upload_header(fileobj, name, limits)
+    _check_duration(info.frames / info.samplerate, name, limits)
+    cap = limits.max_samples(info.samplerate, info.channels)
+    frames = info.frames if cap is None else min(info.frames, cap // info.channels)
+    try:
+        with sf.SoundFile(fileobj) as f:
+            x = f.read(frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioFormatError(f"{name}: unreadable audio ({_sf_reason(e)})") from None
+    _check_duration(len(x) / info.samplerate, name, limits)
+    mono = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    return check_waveform(mono, int(info.samplerate), name, target_sr)
+
+
+def check_waveform(mono: np.ndarray, sr: int, name: str, target_sr: int | None = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Finite, not silent, resampled: the checks :func:`load_audio` makes, for decoded samples."""
+    if mono.size == 0:
+        raise AudioError(f"{name}: the recording has no samples")
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{name}: audio contains non-finite samples (NaN or inf)")
+    peak = float(np.max(np.abs(mono)))
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{name}: audio is all silent (peak {peak:.2e} < {SILENCE_PEAK:g})")
+    if target_sr is not None and sr != target_sr:
+        mono = soxr.resample(mono, sr, target_sr)
+    return np.ascontiguousarray(mono, dtype=np.float32)

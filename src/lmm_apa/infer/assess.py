@@ -127,3 +127,28 @@ def assess_recording(
         backbone = load_model(model, adapter, device)
     wave = load_audio(Audio(path=str(path)), target_sr=backbone.sampling_rate, max_seconds=backbone.max_audio_seconds)
     return assess_waveform(backbone, wave, backbone.sampling_rate, text, task, decoding, phones, output_format)
+
+
+def assess_waveforms(backbone, items, task: str = "full", decoding: str = "constrained") -> list[dict]:
+    """Several in-memory recordings decoded as one batch (the server's dynamic batching).
+
+    ``items``: ``(waveform, sampling_rate, text, phones)`` tuples. Returns one native result per item,
+    in order, each what :func:`assess_waveform` gives that item alone; an item that fails gets
+    ``{"error": reason}`` and the others are still assessed."""
+    from lmm_apa.infer.predict import assess_utterances
+    from lmm_apa.prompts.tasks import get_task
+
+    the_task = get_task(task)
+    out: list[dict | None] = [None] * len(items)
+    utts, rows = [], []
+    for i, (wave, sr, text, phones) in enumerate(items):
+        audio = Audio(array=np.asarray(wave, dtype=np.float32), sampling_rate=int(sr))
+        try:
+            utts.append(reference_utterance(text, phones, uid=f"request-{i}", audio=audio))
+            rows.append(i)
+        except ValueError as e:
+            out[i] = {"error": str(e)}
+    for i, utt, rec in zip(rows, utts, assess_utterances(backbone, the_task, utts, decoding) if utts else []):
+        duration = len(utt.audio.array) / float(utt.audio.sampling_rate)
+        out[i] = {"error": rec["error"]} if "error" in rec else native_result(utt, rec, duration_s=duration)
+    return out  # type: ignore[return-value]
