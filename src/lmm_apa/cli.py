@@ -162,7 +162,7 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     model: Optional[str] = typer.Option(None, "--model"),
     adapter: Optional[str] = typer.Option(None, "--adapter"),
-    task: str = typer.Option("full", "--task", help=TASK_HELP),
+    task: str = typer.Option("full", "--task"),
     device: Optional[str] = typer.Option(None, "--device"),
     queue_size: int = typer.Option(16, "--queue-size", min=1, help="requests waiting for the model; more get 503 + Retry-After"),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="requests decoded together (1: no batching)"),
