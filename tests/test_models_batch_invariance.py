@@ -77,3 +77,26 @@ def test_phi4_single_clip_zero_padded_with_mask_equals_alone(tiny_phi4_mm):
                   audio_attention_mask=torch.arange(n + 200)[None, :] < n)
     gap = (_answer_logprobs(b.model, padded)[0] - _answer_logprobs(b.model, batch)[0]).abs().max().item()
     assert gap < TOL, f"zero-padded clip moves by {gap:.2e}"
+
+
+def test_constrained_candidate_logprobs_batched_equal_alone(backbone):
+    """The symptom as a user meets it: the constrained decoder's per-candidate probabilities of a
+    clip decoded beside a longer one (every slot's whole distribution, log scale)."""
+    from lmm_apa.infer.generate import decode_batch
+    from lmm_apa.prompts.template import Template
+
+    template = (Template().literal("Accuracy: ").slot(("sentence", "accuracy", None))
+                .literal(", fluency: ").slot(("sentence", "fluency", None)))
+    audios = _clips()
+
+    def logprobs(rows):
+        got = decode_batch(backbone, [audios[i] for i in rows], [PROMPTS[i] for i in rows], [template] * len(rows),
+                           "constrained", lookahead=0)
+        return [{k: torch.tensor(list(d.values()) if isinstance(d, dict) else list(d)).log() for k, d in g.probs.items()} for g in got]
+
+    together = logprobs([0, 1])
+    for i in range(2):
+        alone = logprobs([i])[0]
+        assert alone.keys() == together[i].keys()
+        gap = max((together[i][k] - alone[k]).abs().max().item() for k in alone)
+        assert gap < TOL, f"{backbone.arch}: clip {i} candidate log-probs move by {gap:.2e} beside the other clip"
