@@ -198,6 +198,41 @@ def demo(
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command("reproduce")
+def reproduce(
+    table: str = typer.Argument(..., help="wang2025-table1 | wang2025-table2 | wang2025-table3 | ahn2025-table3"),
+    model: Optional[str] = typer.Option(None, "--model", help="backbone id or path (default: the paper's: Qwen2-Audio-7B-Instruct / Phi-4-multimodal-instruct)"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="labelled corpus with train and test splits (Speechocean762)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default reproduce/TABLE); rerun to resume"),
+    smoke: bool = typer.Option(False, "--smoke", help="tiny model + synthetic corpus, a few steps per run: the pipeline in minutes on a CPU"),
+    private: Optional[Path] = typer.Option(None, "--private", help="Wang et al. 2025's private corpus (Table 2 'FT + Private')"),
+    decoding: Optional[str] = typer.Option(None, "--decoding", help="free (the papers'; default) | constrained (default with --smoke)"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="utterances decoded together"),
+    set_: List[str] = typer.Option([], "--set", help="override a key of every training config: key=value"),
+) -> None:
+    """Run every row of a paper table (train, predict, evaluate) and write table.md / table.json
+    with the published numbers, ours and the differences. Finished rows are skipped on a rerun."""
+    from rich.console import Console
+
+    from lmm_apa.reproduce import reproduce_table
+    from lmm_apa.reproduce.runner import Interrupted
+
+    console = Console(stderr=True)
+    try:
+        result = reproduce_table(table, model=model, corpus=corpus, out=out, smoke=smoke, private=private,
+                                 decoding=decoding, batch_size=batch_size, overrides=set_, log=console.print)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except Interrupted as e:
+        _fail(str(e), code=130)
+    failed = [r["label"] + (f" {r.get('epoch')}" if r.get("epoch") else "") for r in result["rows"] if r.get("status") == "failed"]
+    out_dir = Path(out) if out is not None else Path("reproduce") / table
+    typer.echo(json.dumps({"table": table, "markdown": str(out_dir / "table.md"), "json": str(out_dir / "table.json"),
+                           "failed_rows": failed}, indent=2))
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

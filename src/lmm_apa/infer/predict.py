@@ -220,7 +220,7 @@ def predict_corpus(
             progress=progress, lookahead=lookahead,
         )
     from lmm_apa.data.corpus import load_corpus
-    from lmm_apa.prompts.tasks import get_task
+    from lmm_apa.prompts.tasks import Task, get_task
 
     if out is None:
         raise ValueError("predict needs --out (the predictions JSONL file)")
@@ -230,7 +230,7 @@ def predict_corpus(
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
-    the_task = get_task(task)
+    the_task = task if isinstance(task, Task) else get_task(task)  # a Task: e.g. without its control token
     out = Path(out)
     if backend == "vllm":
         from lmm_apa.infer.vllm_backend import check_vllm
