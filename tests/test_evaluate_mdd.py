@@ -146,3 +146,26 @@ def test_prediction_equal_to_annotation_always_scores_full_marks(words, keep_sta
     assert c["tr"] == mispronounced
     if mispronounced:
         assert (m["precision"], m["recall"], m["f1"]) == (1.0, 1.0, 1.0)
+
+
+def test_hf_copy_round_trip_keeps_every_annotation_shape(tmp_path):
+    """The same annotations written as a ``save_to_disk`` copy with the HF dataset's features, read
+    back by the corpus reader: the target and a perfect prediction score as above."""
+    import datasets as ds
+
+    from fixtures_data import hf_features
+    from lmm_apa.data.corpus import load_corpus
+
+    feats = hf_features()
+    row = {k: ROW[k] for k in ("text", "accuracy", "fluency", "prosodic", "completeness", "total")}
+    row["words"] = [{**w, "phones-accuracy": [float(x) for x in w["phones-accuracy"]]} for w in ROW["words"]]
+    row.update(speaker="0001", gender="f", age=9, synthetic=True, audio={"bytes": None, "path": "000010001.WAV"})
+    ds.DatasetDict({"test": ds.Dataset.from_list([row], features=feats)}).save_to_disk(str(tmp_path / "hf"))
+    corpus = load_corpus(tmp_path / "hf", split="test")
+    assert not corpus.failures, corpus.failures
+    utt = corpus.utterances[0]
+    assert [m.pronounced for m in utt.words[1].mispronunciations] == ["<DEL>", "L*"]
+    target = get_task("mdd").target(utt)
+    assert target.endswith("'phoneme_transcript': 'S IY L OW <unk> AY B AE'}")
+    m = score(utt, target)
+    assert (m["wer"], m["per"], m["precision"], m["recall"]) == (0.0, 0.0, 1.0, 1.0)

@@ -263,5 +263,6 @@ def test_mdd_answer_with_apostrophes_and_double_quotes():
     assert p.phone_transcript == "DH EH S AX N"
     p = task.parse('{"word_transcript": "HELLO", "phoneme_transcript": "HH AH0 L OW1"}', utt)
     assert (p.word_transcript, p.phone_transcript, p.ok) == ("HELLO", "HH AH0 L OW1", True)
-    p = task.parse("{'word_transcript': 'HELLO WOR", utt)
-    assert p.missing == [("mdd", "phoneme_transcript", None)] and p.word_transcript == "HELLO WOR"
+    p = task.parse("{'word_transcript': 'HELLO WOR", utt)  # cut short: not an answer, nothing scored
+    assert p.missing == [("mdd", "word_transcript", None), ("mdd", "phoneme_transcript", None)]
+    assert p.word_transcript is None and "HELLO WOR" in p.notes[0]

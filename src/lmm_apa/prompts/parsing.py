@@ -25,13 +25,15 @@ and the parser of a line cannot drift.
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from lmm_apa.prompts.align import align, normalise_word
+from lmm_apa.prompts.mdd_answer import KEYS as MDD_KEYS
+from lmm_apa.prompts.mdd_answer import PHONE_KEY as MDD_PHONE_KEY
+from lmm_apa.prompts.mdd_answer import WORD_KEY as MDD_WORD_KEY
+from lmm_apa.prompts.mdd_answer import find_fields, is_phone_transcript, is_word_transcript, partial_fields
 from lmm_apa.prompts.template import SCORE_0_10, STRESS_CHOICES, SlotKey, Template, key_to_str
 
 Key = SlotKey
@@ -374,56 +376,29 @@ def parse_layout(text: str, layout: Layout, expected: Sequence[Key], words: Sequ
 
 
 # --------------------------------------------------------------------------- mdd
-_MDD_FIELDS = {"word_transcript": r"word[ _]transcript", "phoneme_transcript": r"phoneme[ _]transcript"}
-
-
-def _literal_dict(text: str) -> dict | None:
-    m = re.search(r"\{.*\}", text, re.DOTALL)
-    if not m:
-        return None
-    for loader in (json.loads, ast.literal_eval):
-        try:
-            value = loader(m.group(0))
-        except Exception:  # noqa: BLE001 - try the next reader
-            continue
-        if isinstance(value, dict):
-            return {str(k).replace(" ", "_"): v for k, v in value.items()}
-    return None
-
-
 def parse_mdd(text: str) -> ParseResult:
-    """``{'word_transcript': '...', 'phoneme_transcript': '...'}`` with single or double quotes,
-    apostrophes inside the words ("That's"), prose around, or one field only."""
+    """Ahn & Nam 2025's ``{'word_transcript': '...', 'phoneme_transcript': '...'}``, single or double
+    quotes, apostrophes inside the words ("That's"), prose around it. The answer counts only as one
+    object with both keys whose values are words and phones of the inventory
+    (``mdd_answer``): otherwise both transcripts stay None (nothing is scored) and the field at
+    fault is ``missing`` (no such object) or ``malformed`` (with its raw value)."""
     result = ParseResult()
     if not isinstance(text, str):
         result.notes.append(f"output is {type(text).__name__}, not text")
         text = ""
-    found: dict[str, str] = {}
-    literal = _literal_dict(text)
-    if literal:
-        for name in _MDD_FIELDS:
-            if isinstance(literal.get(name), str):
-                found[name] = literal[name]
-    for name, pattern in _MDD_FIELDS.items():
-        if name in found:
-            continue
-        others = "|".join(p for n, p in _MDD_FIELDS.items() if n != name)
-        m = re.search(
-            r"""['"]?""" + pattern + r"""['"]?\s*[:=]\s*(['"])(.*?)\1\s*(?=,\s*['"]?(?:""" + others
-            + r""")|\}|$)""", text, re.IGNORECASE | re.DOTALL)
-        if m is None:  # unterminated or unquoted: up to the next comma / brace / line end
-            m2 = re.search(r"""['"]?""" + pattern + r"""['"]?\s*[:=]\s*['"]?([^,}\n'"]*)""", text, re.IGNORECASE)
-            if m2 and m2.group(1).strip():
-                found[name] = m2.group(1)
-                result.notes.append(f"{name} read without closing quote")
-        else:
-            found[name] = m.group(2)
-    if "word_transcript" in found:
-        result.word_transcript = " ".join(found["word_transcript"].split())
-    else:
-        result.missing.append(("mdd", "word_transcript", None))
-    if "phoneme_transcript" in found:
-        result.phone_transcript = " ".join(found["phoneme_transcript"].split())
-    else:
-        result.missing.append(("mdd", "phoneme_transcript", None))
+    fields = find_fields(text)
+    if fields is None:
+        partial = partial_fields(text)
+        result.missing = [SlotKey("mdd", k) for k in MDD_KEYS]
+        if partial:
+            result.notes.append("no answer object with both keys; found only " + ", ".join(
+                f"{k}={v!r}" for k, v in partial.items()))
+        return result
+    checks = {MDD_WORD_KEY: is_word_transcript, MDD_PHONE_KEY: is_phone_transcript}
+    for name, ok in checks.items():
+        if not ok(fields[name]):
+            result.malformed[SlotKey("mdd", name)] = fields[name]
+    if not result.malformed:
+        result.word_transcript = " ".join(fields[MDD_WORD_KEY].split())
+        result.phone_transcript = " ".join(fields[MDD_PHONE_KEY].split())
     return result
