@@ -187,3 +187,25 @@ def test_smoke_table_runs_resumes_and_keeps_finished_rows_when_one_fails(tmp_pat
     assert rows["FT"]["status"] == "finished" and rows["SimPO"]["status"] == "failed"
     assert "init_adapter" in rows["SimPO"]["errors"][0] and "simpo" in rows["SimPO"]["errors"][0]
     assert "SimPO (ours) | failed" in (out / "table.md").read_text()
+
+
+def test_an_interrupted_training_stops_the_table_and_says_how_to_resume(tiny_corpus, tmp_path, monkeypatch):
+    import lmm_apa.train.run as train_run
+    from lmm_apa.reproduce.runner import Interrupted
+
+    calls = []
+
+    def interrupted(config, overrides=None, callbacks=()):
+        calls.append((config, list(overrides)))
+        return {"interrupted": True, "global_step": 3, "adapter": None}
+
+    monkeypatch.setattr(train_run, "train_from_config", interrupted)
+    monkeypatch.setattr("lmm_apa.reproduce.runner.smoke_inputs",
+                        lambda table, out, seed=0: ("tiny", tiny_corpus, {"path": str(tiny_corpus), "split": "train"}))
+    with pytest.raises(Interrupted, match="step 3.*rerun"):
+        reproduce_table("wang2025-table2", out=tmp_path, smoke=True)
+    assert len(calls) == 1 and calls[0][0] == "wang2025_word_sentence"  # stopped at the first run, no other row tried
+    sets = calls[0][1]
+    assert f"output_dir={tmp_path / 'train' / 'ft'}" in sets and "init_adapter=null" in sets and "epochs=1" in sets
+    table = json.loads((tmp_path / "table.json").read_text())  # the table is still written
+    assert [r["status"] for r in table["rows"]] == ["not run", "not run", "not run"]
