@@ -63,8 +63,8 @@ def test_evaluate_cli_writes_metrics_report_and_plots(tmp_path, so762_labelled_t
     assert "seed 002 LoRA 3 ep | 0.140 | 0.114" in report
     assert "not-in-reference" in report and utts[-1].id in report
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert "plot_phone_accuracy.png" in pngs and "plot_expected_sentence_accuracy.png" in pngs
-    assert (out / "plot_word_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert pngs == ["confusion_argmax.png", "confusion_expected.png", "scatter_argmax.png", "scatter_expected.png"]
+    assert (out / "confusion_argmax.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_cli_names_a_missing_predictions_file(tmp_path, so762_labelled_tree):

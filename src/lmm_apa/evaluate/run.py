@@ -244,9 +244,10 @@ def _load_reference(reference, split: str | None) -> tuple[dict[str, Utterance],
     return corpus.by_id(), str(reference)
 
 
-def evaluate_predictions(preds_path, reference, out=None, split=None) -> dict:
+def evaluate_predictions(preds_path, reference, out=None, split=None, loss_plot=None) -> dict:
     """Score ``preds_path`` against ``reference`` (a corpus path any reader takes, a ``Corpus``, or
-    ``{id: Utterance}``). Writes ``metrics.json``, ``report.md`` and plots to ``out`` when given;
+    ``{id: Utterance}``). Writes ``metrics.json``, ``report.md`` and plots to ``out`` when given
+    (the report links ``loss_plot``, the training run's ``loss.png``, when given and present);
     returns the metrics (the papers' figures, extended with ``tasks``, ``expected`` and the lists of
     unknown / unpredicted / failed ids)."""
     records, bad = read_predictions(preds_path)
@@ -264,5 +265,5 @@ def evaluate_predictions(preds_path, reference, out=None, split=None) -> dict:
         from lmm_apa.evaluate.report import write_report
 
         plots = write_plots(details, out)
-        write_report(metrics, out / "report.md", plots=plots)
+        write_report(metrics, out / "report.md", plots=plots, loss_plot=loss_plot)
     return metrics

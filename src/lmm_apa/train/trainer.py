@@ -306,6 +306,7 @@ def plot_loss_log(path: str | Path, png: str | Path) -> Optional[Path]:
             ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=key)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
+    ax.set_title("Training loss" + (" and its parts" if len(ax.get_lines()) > 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
