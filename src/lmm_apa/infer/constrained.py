@@ -40,7 +40,7 @@ import math
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -162,6 +162,60 @@ class SlotCandidates:
     starts_after: list[int] = field(default_factory=list)  # their character starts in the answer
 
 
+def _tokenize_choice_texts(tokenizer, committed: Sequence[int], committed_starts: Sequence[int] | None,
+                           texts_from: Callable[[int], list[str]], window: int, memo: dict | None):
+    """Ids and character offsets of every choice's whole answer text, re-tokenizing only from
+    ``window`` committed tokens back when ``committed_starts`` allows (the answer grows with every
+    slot; tokenizing all of it each time is quadratic). The window is used only if it reproduces
+    the committed tokens exactly; otherwise its start was not a clean token boundary and the whole
+    text is tokenized. ``texts_from(c0)`` gives the choices' texts from character ``c0``."""
+    n = len(committed)
+    k0 = n - window if (committed_starts is not None and n > window) else 0
+    while True:
+        c0 = committed_starts[k0] if k0 else 0
+        ids, offsets = _tokenize(tokenizer, texts_from(c0), memo)
+        if k0 == 0 or all(i[: n - k0] == list(committed[k0:]) for i in ids):
+            break
+        k0 = 0
+    if k0:
+        ids = [list(committed[:k0]) + i for i in ids]
+        offsets = [[(0, 0)] * k0 + [(a + c0, b + c0) for a, b in o] for o in offsets]
+    return ids, offsets, k0
+
+
+def _shared_prefix_end(ids: list[list[int]], offsets: list, start: int, value_start: int) -> int:
+    """Index after the tokens every choice shares from ``start`` on. A shared token is forced (fed
+    before the slot) only if it lies wholly before the value: a token reaching into the value is
+    part of what the choices decide, even when all of them happen to start with it."""
+    common = start
+    while all(len(i) > common for i in ids) and len({i[common] for i in ids}) == 1:
+        if any(o[common][1] > value_start for o in offsets):
+            break
+        common += 1
+    return common
+
+
+def _distinguishing_seqs(values: list[str], ids: list[list[int]], offsets: list, common: int,
+                         text_before: str, text_after: str) -> list[list[int]]:
+    """Per choice, its tokens from ``common`` up to and including the boundary token (the first
+    that reaches past the value). Refuses sequences that are not prefix-free: only prefix-free
+    sequences are disjoint events, whose probabilities may be renormalised into a distribution."""
+    seqs = []
+    for v, i, o in zip(values, ids, offsets):
+        end = len(text_before) + len(v)
+        k = common
+        while k < len(i) and o[k][1] <= end:
+            k += 1
+        if k >= len(i):
+            raise ValueError(f"no boundary token after the value {v!r} (before {text_after[:20]!r})")
+        seqs.append(i[common : k + 1])
+    for a in range(len(seqs)):
+        for b in range(len(seqs)):
+            if a != b and seqs[b][: len(seqs[a])] == seqs[a]:
+                raise ValueError(f"choice token sequences are not prefix-free at {text_before[-30:]!r}")
+    return seqs
+
+
 def slot_candidates(
     tokenizer,
     committed: Sequence[int],
@@ -185,16 +239,9 @@ def slot_candidates(
     final answer's full tokenization against everything it fed the model)."""
     values = [format_score(c) for c in choices]
     n = len(committed)
-    k0 = n - window if (committed_starts is not None and n > window) else 0
-    while True:
-        c0 = committed_starts[k0] if k0 else 0
-        ids, offsets = _tokenize(tokenizer, [text_before[c0:] + v + text_after for v in values], memo)
-        if k0 == 0 or all(i[: n - k0] == list(committed[k0:]) for i in ids):
-            break
-        k0 = 0  # the window start was not a clean token boundary: tokenize everything
-    if k0:
-        ids = [list(committed[:k0]) + i for i in ids]
-        offsets = [[(0, 0)] * k0 + [(a + c0, b + c0) for a, b in o] for o in offsets]
+    ids, offsets, k0 = _tokenize_choice_texts(
+        tokenizer, committed, committed_starts, lambda c0: [text_before[c0:] + v + text_after for v in values],
+        window, memo)
     if text_after == "":
         if terminator_id is None:
             raise ValueError("a slot ends the answer but the backbone has no answer terminator token")
@@ -208,25 +255,8 @@ def slot_candidates(
                 "tokenizer merges text across a score boundary in a way that changes tokens already "
                 f"decoded (before {text_before[-30:]!r}); template-constrained decoding cannot force this template"
             )
-    common = n
-    while all(len(i) > common for i in ids) and len({i[common] for i in ids}) == 1:
-        # a shared token is forced only if it lies wholly before the value (it may not be its start)
-        if any(o[common][1] > len(text_before) for o in offsets):
-            break
-        common += 1
-    seqs = []
-    for v, i, o in zip(values, ids, offsets):
-        end = len(text_before) + len(v)
-        k = common
-        while k < len(i) and o[k][1] <= end:
-            k += 1
-        if k >= len(i):
-            raise ValueError(f"no boundary token after the value {v!r} (before {text_after[:20]!r})")
-        seqs.append(i[common : k + 1])
-    for a in range(len(seqs)):  # prefix-free, hence disjoint events
-        for b in range(len(seqs)):
-            if a != b and seqs[b][: len(seqs[a])] == seqs[a]:
-                raise ValueError(f"choice token sequences are not prefix-free at {text_before[-30:]!r}")
+    common = _shared_prefix_end(ids, offsets, n, len(text_before))
+    seqs = _distinguishing_seqs(values, ids, offsets, common, text_before, text_after)
     starts = list(committed_starts[:k0]) if k0 else []
     starts += [o[0] for o in offsets[0][len(starts) : common]]
     return SlotCandidates(feed=ids[0][n:common], seqs=seqs, committed_after=ids[0][:common], starts_after=starts)
@@ -379,6 +409,264 @@ def _plan_row(tokenizer, r: "_Row", terminator_id, memo, trees, lookahead: int) 
     return stages
 
 
+@dataclass
+class _BatchState:
+    """What a batch carries from one forward to the next."""
+
+    cache: Any  # the KV cache: prompt + every committed answer token, per row
+    last_lp: torch.Tensor  # (rows, vocab) log-probabilities after each row's last committed token
+    attn2d: np.ndarray  # (rows, cache length): which cache positions are real (grows with each chunk)
+    next_pos: np.ndarray  # (rows,): the position id of each row's next token
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def neg(self) -> float:
+        """The additive mask value for "may not attend" in the model's dtype."""
+        return torch.finfo(self.dtype if self.dtype.is_floating_point else torch.float32).min
+
+
+def _prefill(model, prefill: dict) -> _BatchState:
+    """One forward over the prompts (audio included). Position ids count real tokens only, so a
+    left-padded row gets the positions it would get alone (batch invariance); only the last position's
+    logits are computed, since that is all the prefill gives the decoder (left padding: the last column
+    is real in every row)."""
+    prefill = dict(prefill)
+    attn_t = prefill["attention_mask"].bool()
+    position_ids = (attn_t.long().cumsum(-1) - 1).masked_fill(~attn_t, 0)
+    with logits_only_at(model, slice(-1, None)):
+        out = model(**prefill, position_ids=position_ids, use_cache=True)
+    attn2d = attn_t.cpu().numpy()
+    return _BatchState(cache=out.past_key_values, last_lp=torch.log_softmax(out.logits[:, -1].float(), dim=-1),
+                       attn2d=attn2d, next_pos=attn2d.sum(-1).astype(np.int64), dtype=out.logits.dtype,
+                       device=attn_t.device)
+
+
+def _layout_chunk(plans: list) -> tuple[int, int]:
+    """Give every stage its chunk columns (``feed_at``, ``tree_at``); returns ``(F, R)``.
+
+    Each row's chunk is ``[stage-0 feed (padded to F) | stage-0 tree | stage-1 feed | stage-1 tree |
+    ...]``. The stage-0 feeds come first and are padded to one width because they are certain and
+    stay in the KV cache; everything after them (R columns: trees and speculative feeds) is cropped
+    off once the forward has been read."""
+    feed_width = max((len(p[0].cand.feed) for p in plans if p), default=0)
+    rest = 0
+    for p in plans:
+        if p is None:
+            continue
+        col = feed_width
+        for j, st in enumerate(p):
+            if j:
+                st.feed_at = col
+                col += len(st.cand.feed)
+            st.tree_at = col
+            col += len(st.nodes)
+        rest = max(rest, col - feed_width)
+    return feed_width, rest
+
+
+def _place(ids, pos, allowed, b: int, cols: np.ndarray, tokens, positions, own: np.ndarray,
+           context: np.ndarray, path: list[int]) -> None:
+    """Write one block of chunk columns (a stage's feed or its tree) into the forward's inputs: its
+    tokens and positions, and what each may attend to: the cache's real positions, the (guessed)
+    path of feeds before it in this chunk, and its own block as ``own`` allows."""
+    past = context.shape[0]
+    ids[b, cols] = tokens
+    pos[b, cols] = positions
+    allowed[b, cols, :past] = context
+    if path:
+        allowed[b, cols[:, None], past + np.array(path)[None, :]] = True
+    allowed[b, cols, past + cols[0] : past + cols[0] + len(cols)] = own
+
+
+def _chunk_inputs(plans: list, feed_width: int, width: int, state: _BatchState, pad_id: int):
+    """Token ids, position ids and the "may attend" matrix ``(rows, width, past + width)`` of one
+    chunk, plus which of the first ``feed_width`` columns are real per row (those stay in the
+    cache). Feeds attend causally, tree nodes see their ancestors only (``tree_plan``), and padding
+    queries see only themselves (a row of -inf would give NaN)."""
+    rows, past = len(plans), state.attn2d.shape[1]
+    ids = np.full((rows, width), pad_id, dtype=np.int64)
+    pos = np.zeros((rows, width), dtype=np.int64)
+    allowed = np.zeros((rows, width, past + width), dtype=bool)
+    allowed[:, np.arange(width), past + np.arange(width)] = True
+    feed_real = np.zeros((rows, feed_width), dtype=bool)
+    causal = np.tril(np.ones((width, width), dtype=bool))
+    for b, p in enumerate(plans):
+        if p is None:
+            continue
+        path: list[int] = []  # chunk columns of the (guessed) path so far: every earlier stage's feed
+        at = int(state.next_pos[b])
+        for j, st in enumerate(p):
+            f = len(st.cand.feed)
+            if f:
+                cols = np.arange(st.feed_at, st.feed_at + f)
+                _place(ids, pos, allowed, b, cols, st.cand.feed, at + np.arange(f), causal[:f, :f], state.attn2d[b], path)
+                path += cols.tolist()
+                if j == 0:
+                    feed_real[b, :f] = True
+            if st.nodes:
+                cols = np.arange(st.tree_at, st.tree_at + len(st.nodes))
+                _place(ids, pos, allowed, b, cols, st.node_tokens, at + f + st.node_depths - 1, st.sees,
+                       state.attn2d[b], path)
+            at += f
+    return ids, pos, allowed, feed_real
+
+
+@dataclass
+class _Readout:
+    """The chunk positions whose logits are read, in order (``rows``, ``queries``), and where each
+    stage's reads start in that order: ``first_src[b, j]`` is the read of the position that predicts
+    the stage's first candidate token (None: it is predicted by the row's last committed token,
+    ``_BatchState.last_lp``), ``node_base[b, j]`` the read of its first tree node."""
+
+    rows: list[int] = field(default_factory=list)
+    queries: list[int] = field(default_factory=list)
+    first_src: dict = field(default_factory=dict)
+    node_base: dict = field(default_factory=dict)
+
+
+def _readout(plans: list) -> _Readout:
+    """The positions read: each stage's last feed token and its tree nodes."""
+    out = _Readout()
+    for b, p in enumerate(plans):
+        for j, st in enumerate(p or ()):
+            f = len(st.cand.feed)
+            out.first_src[b, j] = len(out.rows) if f else None
+            if f:
+                out.rows.append(b)
+                out.queries.append(st.feed_at + f - 1)
+            out.node_base[b, j] = len(out.rows)
+            out.rows += [b] * len(st.nodes)
+            out.queries += list(range(st.tree_at, st.tree_at + len(st.nodes)))
+    return out
+
+
+def _forward_chunk(model, state: _BatchState, ids, pos, allowed, readout: _Readout) -> torch.Tensor | None:
+    """Run one chunk on top of the cache (tree attention through a 4D additive mask) and return the
+    log-softmax at every read position (one row per ``readout`` entry). The LM head runs only at the
+    columns read: the rest of the vocabulary projection would be thrown away."""
+    rows, width = ids.shape
+    past = state.attn2d.shape[1]
+    mask = torch.zeros((rows, 1, width, past + width), dtype=state.dtype, device=state.device)
+    mask.masked_fill_(~torch.from_numpy(allowed).to(state.device)[:, None], state.neg)
+    columns = sorted(set(readout.queries)) or [width - 1]
+    column = {q: j for j, q in enumerate(columns)}
+    with logits_only_at(model, columns):
+        out = model(input_ids=torch.from_numpy(ids).to(state.device), attention_mask=mask,
+                    position_ids=torch.from_numpy(pos).to(state.device), past_key_values=state.cache, use_cache=True)
+    state.cache = out.past_key_values
+    if not readout.rows:
+        return None
+    return torch.log_softmax(out.logits[readout.rows, [column[q] for q in readout.queries]].float(), dim=-1)
+
+
+def _gather(table: torch.Tensor, rows: list[int], toks: list[int], into: list[float], at: list[int]) -> None:
+    """``into[at[i]] = table[rows[i], toks[i]]`` with one indexing op (not one tiny op per token)."""
+    if at:
+        for i, x in zip(at, table[rows, toks].double().tolist()):
+            into[i] = x
+
+
+def _candidate_scores(plans: list, readout: _Readout, sel: torch.Tensor | None, last_lp: torch.Tensor) -> list:
+    """Each candidate's log-probability, per row and stage (``scores[b][j][c]``): its first token's
+    log-probability where the stage's context ends, plus each later token's at the tree node that
+    predicts it. All reads of the chunk are gathered with three indexing ops."""
+    first_rows, first_toks, node_rows, node_toks = [], [], [], []
+    for b, p in enumerate(plans):
+        for j, st in enumerate(p or ()):
+            src = readout.first_src[b, j]
+            for seq, pred in zip(st.cand.seqs, st.predictors):
+                first_rows.append(-1 - b if src is None else src)
+                first_toks.append(seq[0])
+                for tok, node in zip(seq[1:], pred):
+                    node_rows.append(readout.node_base[b, j] + node)
+                    node_toks.append(tok)
+    first_vals = [0.0] * len(first_rows)
+    from_last = [i for i, r in enumerate(first_rows) if r < 0]
+    from_sel = [i for i, r in enumerate(first_rows) if r >= 0]
+    _gather(last_lp, [-1 - first_rows[i] for i in from_last], [first_toks[i] for i in from_last], first_vals, from_last)
+    _gather(sel, [first_rows[i] for i in from_sel], [first_toks[i] for i in from_sel], first_vals, from_sel)
+    node_vals = sel[node_rows, node_toks].double().tolist() if node_rows else []
+    scores, fi, ni = [], 0, 0
+    for p in plans:
+        row_scores = []
+        for st in p or ():
+            stage_scores = []
+            for seq in st.cand.seqs:
+                s = first_vals[fi]
+                fi += 1
+                for _ in seq[1:]:
+                    s += node_vals[ni]
+                    ni += 1
+                stage_scores.append(s)
+            row_scores.append(stage_scores)
+        scores.append(row_scores)
+    return scores
+
+
+def _commit_slot(r: _Row, scores: Sequence[float]) -> int:
+    """Take the row's next slot from its candidates' log-probabilities: the renormalised
+    distribution, its argmax (the value written into the answer) and its expectation."""
+    top = max(scores)
+    weights = [math.exp(x - top) for x in scores]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    literal, slot = r.segments[r.k]
+    best = max(range(len(probs)), key=lambda i: probs[i])
+    value = int(slot.choices[best])
+    r.result.values[slot.key] = value
+    r.result.expected[slot.key] = float(sum(p * c for p, c in zip(probs, slot.choices)))
+    r.result.probs[slot.key] = probs
+    r.text = r.text + literal + format_score(value)
+    r.last_value = value
+    r.last_by_aspect[slot.key[:2]] = value
+    r.k += 1
+    return value
+
+
+def _accept(r: _Row, stages: list[_Stage], scores: list) -> None:
+    """Commit stage 0 and every following stage whose guessed context came true (the previous
+    stage's argmax equals its guess); the rest was computed in a context that did not happen and is
+    dropped. Only stage 0's feed stays in the cache: that is what the row has committed."""
+    for st, stage_scores in zip(stages, scores):
+        value = _commit_slot(r, stage_scores)
+        if st.guess is None or st.guess != value:
+            break
+    r.committed = stages[0].cand.committed_after
+    r.committed_starts = stages[0].cand.starts_after
+
+
+def _decode_step(model, rows: list[_Row], plans: list, state: _BatchState, pad_id: int) -> None:
+    """One forward for the whole batch: lay out the planned stages, run them, commit what holds,
+    and crop the trees and speculative feeds off the cache."""
+    feed_width, rest = _layout_chunk(plans)
+    ids, pos, allowed, feed_real = _chunk_inputs(plans, feed_width, feed_width + rest, state, pad_id)
+    readout = _readout(plans)
+    sel = _forward_chunk(model, state, ids, pos, allowed, readout)
+    scores = _candidate_scores(plans, readout, sel, state.last_lp)
+    for b, p in enumerate(plans):
+        if p is None:
+            continue
+        _accept(rows[b], p, scores[b])
+        if p[0].cand.feed:
+            state.last_lp[b] = sel[readout.first_src[b, 0]]
+    _cache_drop_last(state.cache, rest)
+    state.attn2d = np.concatenate([state.attn2d, feed_real], axis=1)
+    state.next_pos = state.next_pos + feed_real.sum(-1)
+
+
+def _finish(rows: list[_Row], tokenizer) -> list[DecodeResult]:
+    """Each row's answer text and token ids, checked: the tokens fed to the model must be the
+    answer's own tokenization (what training showed the model), else the probabilities were read in
+    a context the model never sees."""
+    for r in rows:
+        r.result.text = r.text + r.trailing
+        r.result.token_ids = tokenizer(r.result.text, add_special_tokens=False)["input_ids"]
+        if r.result.token_ids[: len(r.committed)] != r.committed:
+            raise ValueError(f"constrained decoding fed tokens that differ from the tokenization of {r.result.text[:40]!r}...")
+    return [r.result for r in rows]
+
+
 @torch.no_grad()
 def constrained_decode(
     model,
@@ -401,189 +689,14 @@ def constrained_decode(
     or a CPU at batch 1)."""
     if lookahead < 0:
         raise ValueError(f"lookahead must be >= 0, got {lookahead}")
-    rows = []
-    for t in templates:
-        segs, trailing = template_segments(t)
-        rows.append(_Row(segs, trailing))
-    prefill = dict(prefill)
-    attn_t = prefill["attention_mask"].bool()
-    device = attn_t.device
-    position_ids = (attn_t.long().cumsum(-1) - 1).masked_fill(~attn_t, 0)
-    with logits_only_at(model, slice(-1, None)):  # the prompt's last position is all the prefill gives
-        out = model(**prefill, position_ids=position_ids, use_cache=True)
-    cache = out.past_key_values
-    dtype = out.logits.dtype
-    neg = torch.finfo(dtype if dtype.is_floating_point else torch.float32).min
-    # log-probabilities after each row's last real token (left padding: the last column is real)
-    last_lp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    attn2d = attn_t.cpu().numpy()  # which cache positions are real, per row (grows with each chunk)
-    next_pos = attn2d.sum(-1).astype(np.int64)  # next position id per row
-    del out
+    rows = [_Row(*template_segments(t)) for t in templates]
+    state = _prefill(model, prefill)
     memo = tokenization_memo(tokenizer)
     trees: dict = {}
-
     while not all(r.done for r in rows):
         plans = [None if r.done else _plan_row(tokenizer, r, terminator_id, memo, trees, lookahead) for r in rows]
-        B = len(rows)
-        # chunk layout per row: [stage-0 feed (padded to F) | stage-0 tree | stage-1 feed | stage-1 tree | ...]
-        # only the first F columns (the stage-0 feeds, now certain) stay in the KV cache
-        F = max((len(p[0].cand.feed) for p in plans if p), default=0)
-        rest = []
-        for p in plans:
-            if p is None:
-                rest.append(0)
-                continue
-            col = F
-            for j, st in enumerate(p):
-                if j:
-                    st.feed_at = col
-                    col += len(st.cand.feed)
-                st.tree_at = col
-                col += len(st.nodes)
-            rest.append(col - F)
-        R = max(rest)
-        Q = F + R
-        past = attn2d.shape[1]
-        ids = np.full((B, Q), pad_id, dtype=np.int64)
-        pos = np.zeros((B, Q), dtype=np.int64)
-        allowed = np.zeros((B, Q, past + Q), dtype=bool)
-        allowed[:, np.arange(Q), past + np.arange(Q)] = True  # padding queries see themselves (no NaN)
-        feed_real = np.zeros((B, F), dtype=bool)
-        causal = np.tril(np.ones((Q, Q), dtype=bool))
-        for b, p in enumerate(plans):
-            if p is None:
-                continue
-            path = []  # chunk columns of the (guessed) path so far: every stage's feed
-            at = int(next_pos[b])
-            for j, st in enumerate(p):
-                f = len(st.cand.feed)
-                if f:
-                    cols = np.arange(st.feed_at, st.feed_at + f)
-                    ids[b, cols] = st.cand.feed
-                    pos[b, cols] = at + np.arange(f)
-                    allowed[b, cols, :past] = attn2d[b]
-                    if path:
-                        allowed[b, cols[:, None], past + np.array(path)[None, :]] = True
-                    allowed[b, cols, past + st.feed_at : past + st.feed_at + f] = causal[:f, :f]
-                    path += cols.tolist()
-                    if j == 0:
-                        feed_real[b, :f] = True
-                n = len(st.nodes)
-                if n:
-                    cols = np.arange(st.tree_at, st.tree_at + n)
-                    ids[b, cols] = st.node_tokens
-                    pos[b, cols] = at + f + st.node_depths - 1
-                    allowed[b, cols, :past] = attn2d[b]
-                    if path:
-                        allowed[b, cols[:, None], past + np.array(path)[None, :]] = True
-                    allowed[b, cols, past + st.tree_at : past + st.tree_at + n] = st.sees
-                at += f
-        mask = torch.zeros((B, 1, Q, past + Q), dtype=dtype, device=device)
-        mask.masked_fill_(~torch.from_numpy(allowed).to(device)[:, None], neg)
-        # the positions whose logits are read: each stage's last feed token and its tree nodes
-        rows_idx, q_idx = [], []
-        for b, p in enumerate(plans):
-            for st in p or ():
-                f = len(st.cand.feed)
-                if f:
-                    rows_idx.append(b)
-                    q_idx.append(st.feed_at + f - 1)
-                rows_idx += [b] * len(st.nodes)
-                q_idx += list(range(st.tree_at, st.tree_at + len(st.nodes)))
-        columns = sorted(set(q_idx)) or [Q - 1]
-        column = {q: j for j, q in enumerate(columns)}
-        with logits_only_at(model, columns):
-            out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
-                        position_ids=torch.from_numpy(pos).to(device), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        # one log-softmax over every position a probability is read from
-        sel = (torch.log_softmax(out.logits[rows_idx, [column[q] for q in q_idx]].float(), dim=-1)
-               if rows_idx else None)
-        # gather every probability the candidates need with two indexing ops (not one tiny op each)
-        k = 0
-        first_src, node_base = {}, {}  # (row, stage) -> row of ``sel`` (None: last_lp) / first node row
-        for b, p in enumerate(plans):
-            for j, st in enumerate(p or ()):
-                if len(st.cand.feed):
-                    first_src[b, j] = k
-                    k += 1
-                else:
-                    first_src[b, j] = None
-                node_base[b, j] = k
-                k += len(st.nodes)
-        first_vals, node_vals = [], []
-        first_rows, first_toks, node_rows, node_toks = [], [], [], []
-        for b, p in enumerate(plans):
-            for j, st in enumerate(p or ()):
-                src = first_src[b, j]
-                for seq, pred in zip(st.cand.seqs, st.predictors):
-                    first_rows.append(-1 - b if src is None else src)
-                    first_toks.append(seq[0])
-                    for tok, node in zip(seq[1:], pred):
-                        node_rows.append(node_base[b, j] + node)
-                        node_toks.append(tok)
-        if first_rows:
-            from_last = [i for i, r_ in enumerate(first_rows) if r_ < 0]
-            from_sel = [i for i, r_ in enumerate(first_rows) if r_ >= 0]
-            first_vals = [0.0] * len(first_rows)
-            if from_last:
-                v = last_lp[[-1 - first_rows[i] for i in from_last], [first_toks[i] for i in from_last]].double().tolist()
-                for i, x in zip(from_last, v):
-                    first_vals[i] = x
-            if from_sel:
-                v = sel[[first_rows[i] for i in from_sel], [first_toks[i] for i in from_sel]].double().tolist()
-                for i, x in zip(from_sel, v):
-                    first_vals[i] = x
-        if node_rows:
-            node_vals = sel[node_rows, node_toks].double().tolist()
-        fi = ni = 0
-        for b, p in enumerate(plans):
-            if p is None:
-                continue
-            r = rows[b]
-            accepting = True
-            for j, st in enumerate(p):
-                scores = []
-                for seq in st.cand.seqs:
-                    s_ = first_vals[fi]
-                    fi += 1
-                    for _ in seq[1:]:
-                        s_ += node_vals[ni]
-                        ni += 1
-                    scores.append(s_)
-                if not accepting:
-                    continue  # computed in a context that did not happen: dropped
-                top = max(scores)
-                weights = [math.exp(x - top) for x in scores]
-                total = sum(weights)
-                probs = [w / total for w in weights]
-                literal, slot = r.segments[r.k]
-                best = max(range(len(probs)), key=lambda i: probs[i])
-                value = int(slot.choices[best])
-                r.result.values[slot.key] = value
-                r.result.expected[slot.key] = float(sum(p_ * c for p_, c in zip(probs, slot.choices)))
-                r.result.probs[slot.key] = probs
-                r.text = r.text + literal + format_score(value)
-                r.last_value = value
-                r.last_by_aspect[slot.key[:2]] = value
-                r.k += 1
-                accepting = st.guess is not None and st.guess == value
-            # only the stage-0 feed stays in the cache: that is what the row has committed
-            r.committed = p[0].cand.committed_after
-            r.committed_starts = p[0].cand.starts_after
-            if p[0].cand.feed:
-                last_lp[b] = sel[first_src[b, 0]]
-        _cache_drop_last(cache, R)
-        attn2d = np.concatenate([attn2d, feed_real], axis=1)
-        next_pos = next_pos + feed_real.sum(-1)
-        del out, sel
-
-    for r in rows:
-        r.result.text = r.text + r.trailing
-        r.result.token_ids = tokenizer(r.result.text, add_special_tokens=False)["input_ids"]
-        if r.result.token_ids[: len(r.committed)] != r.committed:  # what the model saw is the real tokenization
-            raise ValueError(f"constrained decoding fed tokens that differ from the tokenization of {r.result.text[:40]!r}...")
-    return [r.result for r in rows]
+        _decode_step(model, rows, plans, state, pad_id)
+    return _finish(rows, tokenizer)
 
 
 def answer_terminator_id(backbone) -> int | None:
@@ -596,8 +709,3 @@ def answer_terminator_id(backbone) -> int | None:
         if len(ids) == 1:
             return int(ids[0])
     return int(tok.eos_token_id) if tok.eos_token_id is not None else None
-
-
-def entropy_bits(probs: Sequence[float]) -> float:
-    """Entropy of a slot distribution (a confidence figure a report may show)."""
-    return -sum(p * math.log2(p) for p in probs if p > 0)

@@ -8,7 +8,7 @@ model's device, and decode one batch either way (``decode_batch``), returning pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -30,14 +30,6 @@ class Decoded:
     expected: dict | None = None  # constrained: expectation per slot key
     probs: dict | None = None  # constrained: distribution over the slot's choices
     new_tokens: int = 0
-
-
-@dataclass
-class BatchStats:
-    forward_passes: int = 0
-    rows: int = 0
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def model_device(model) -> torch.device:
