@@ -11,7 +11,14 @@ import pytest
 import soundfile as sf
 
 from lmm_apa.data.corpus import load_corpus
-from lmm_apa.data.synth import L1_BAND_HZ, SAMPLE_RATE, SILENT_SECONDS, write_synthetic_corpus
+from lmm_apa.data.synth import (
+    L1_BAND_HZ,
+    SAMPLE_RATE,
+    SILENT_SECONDS,
+    silenced_split,
+    split_sizes,
+    write_synthetic_corpus,
+)
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -125,6 +132,28 @@ def test_silent_twin_has_same_labels_and_one_length(tmp_path):
     assert quiet["silent_audio"] and not loud["silent_audio"]
 
 
+
+def test_silenced_split_keeps_lists_and_labels_and_silences_every_recording(small, tmp_path):
+    out, _ = small
+    quiet = silenced_split(out, tmp_path / "quiet", split="test")
+    assert (quiet / "test/wav.scp").read_text() == (out / "test/wav.scp").read_text()
+    assert (quiet / "resource/scores.json").read_text() == (out / "resource/scores.json").read_text()
+    assert not (quiet / "train").exists()
+    loud, silent = load_corpus(out, split="test"), load_corpus(quiet, split="test")
+    assert [u.id for u in silent] == [u.id for u in loud] and not silent.failures
+    assert [u.sentence.accuracy for u in silent] == [u.sentence.accuracy for u in loud]
+    for u in silent:
+        x, sr = sf.read(u.audio.path)
+        assert sr == SAMPLE_RATE and len(x) == SILENT_SECONDS * SAMPLE_RATE and np.abs(x).max() < 3e-3
+    with pytest.raises(FileNotFoundError, match="wav.scp"):
+        silenced_split(tmp_path / "nothing", tmp_path / "q2")
+
+
+def test_split_sizes_match_the_written_corpus(small):
+    _, summary = small
+    assert split_sizes(25, 0.2, seed=3) == (summary["train"], summary["test"])
+    assert split_sizes(1000) == (800, 200) and split_sizes(3) == (3, 0)
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="n_utterances"):
         write_synthetic_corpus(tmp_path, 0)
@@ -139,7 +168,7 @@ def test_cli_data_synth(tmp_path):
 
     res = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "c"), "--utterances", "4", "--seed", "1"])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output)
+    summary = json.loads(res.stdout)  # the progress bar goes to stderr
     assert summary["utterances"] == 4 and summary["synthetic"] is True
     assert (tmp_path / "c/resource/scores.json").is_file()
 

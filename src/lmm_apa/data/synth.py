@@ -78,6 +78,7 @@ import math
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -215,90 +216,115 @@ def sentence_pool(seed: int, n: int = 40) -> list[list[str]]:
     return [[WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(3, 8)))] for _ in range(n)]
 
 
-def plan_utterance(rng: np.random.Generator, speaker: dict, sentences: list[list[str]] | None = None) -> dict:
-    """Draw one utterance: its words (from ``sentences`` when given), what is injected where, and
-    every score (module rules)."""
-    lex = lexicon()
-    if sentences:
-        words = list(sentences[int(rng.integers(len(sentences)))])
-    else:
-        words = [WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(3, 8)))]
-    n_words = len(words)
+def _proficiencies(rng: np.random.Generator, speaker: dict) -> tuple[float, float, float]:
+    """The utterance's latent proficiency ``z`` and its noisy fluency / prosody copies ``z_f``, ``z_p``."""
     z = float(np.clip(speaker["proficiency"] + rng.normal(0, 0.1), 0, 1))
     z_f = float(np.clip(z + rng.normal(0, 0.12), 0, 1))
     z_p = float(np.clip(z + rng.normal(0, 0.12), 0, 1))
-    p_err = min(0.9, P_ERR_FLOOR + P_ERR_SCALE * (1 - z) ** P_ERR_POWER)
+    return z, z_f, z_p
 
-    word_deleted = rng.random(n_words) < 0.05 * (1 - z) ** 2
-    if word_deleted.all():
-        word_deleted[rng.integers(n_words)] = False
 
-    plan_words = []
-    for wi, w in enumerate(words):
-        phones = list(lex[w])
-        states, said = [], []
-        for p in phones:
-            if word_deleted[wi]:
-                state = "deleted"
-            elif rng.random() < p_err:
-                state = str(rng.choice(["distorted", "substituted", "deleted"], p=ERROR_MIX))
-            else:
-                state = "ok"
-            states.append(state)
-            said.append(_substitute(rng, p) if state == "substituted" else p)
-        if not word_deleted[wi] and all(s == "deleted" for s in states):
-            states[0], said[0] = "ok", phones[0]  # a word is never silently emptied by phone drops
-        vowel_idx = [i for i, p in enumerate(phones) if _is_vowel(p)]
-        stressed = next((i for i in vowel_idx if phones[i].endswith("1")), vowel_idx[0] if vowel_idx else None)
-        stress_error = bool(
-            len(vowel_idx) > 1 and not word_deleted[wi] and rng.random() < 0.01 + 0.12 * (1 - z) ** 2
-        )
-        accent = stressed
-        if stress_error:
-            others = [i for i in vowel_idx if i != stressed]
-            accent = others[rng.integers(len(others))]
+def _phone_states(rng: np.random.Generator, phones: list[str], word_deleted: bool, p_err: float):
+    """What happens to each phone of one word (ok / distorted / substituted / deleted) and the phone
+    actually said; a word that is not deleted never loses all its phones."""
+    states, said = [], []
+    for p in phones:
+        if word_deleted:
+            state = "deleted"
+        elif rng.random() < p_err:
+            state = str(rng.choice(["distorted", "substituted", "deleted"], p=ERROR_MIX))
+        else:
+            state = "ok"
+        states.append(state)
+        said.append(_substitute(rng, p) if state == "substituted" else p)
+    if not word_deleted and all(s == "deleted" for s in states):
+        states[0], said[0] = "ok", phones[0]  # a word is never silently emptied by phone drops
+    return states, said
 
-        phone_scores = []
-        for s in states:
-            marks = rng.choice(3, size=N_RATERS, p=_PHONE_RATER_PROBS[s])
-            phone_scores.append(round(float(marks.mean()), 1))
-        accuracy = int(round(5 * float(np.mean(phone_scores))))
-        stress = 5 if stress_error else 10
-        mis = [
-            {"canonical-phone": p, "index": i, "pronounced-phone": "<DEL>" if s == "deleted" else q}
-            for i, (p, q, s) in enumerate(zip(phones, said, states))
-            if s in ("deleted", "substituted")
-        ]
-        plan_words.append({
-            "text": w, "phones": phones, "said": said, "states": states, "accent": accent,
-            "deleted": bool(word_deleted[wi]), "stress_error": stress_error,
-            "accuracy": accuracy, "stress": stress, "total": int(round(0.8 * accuracy + 0.2 * stress)),
-            "phones-accuracy": phone_scores, "mispronunciations": mis,
-        })
 
-    gaps = []  # what comes after each word but the last
+def _accent(rng: np.random.Generator, phones: list[str], word_deleted: bool, z: float) -> tuple[int | None, bool]:
+    """The vowel that carries the word's accent, and whether a stress error moved it off the
+    dictionary's stressed vowel (polysyllables only)."""
+    vowel_idx = [i for i, p in enumerate(phones) if _is_vowel(p)]
+    stressed = next((i for i in vowel_idx if phones[i].endswith("1")), vowel_idx[0] if vowel_idx else None)
+    stress_error = bool(len(vowel_idx) > 1 and not word_deleted and rng.random() < 0.01 + 0.12 * (1 - z) ** 2)
+    if not stress_error:
+        return stressed, False
+    others = [i for i in vowel_idx if i != stressed]
+    return others[rng.integers(len(others))], True
+
+
+def _plan_word(rng: np.random.Generator, word: str, word_deleted: bool, z: float, p_err: float) -> dict:
+    """One word's injections and its scores (phone means of 5 raters, word accuracy / stress / total)."""
+    phones = list(lexicon()[word])
+    states, said = _phone_states(rng, phones, word_deleted, p_err)
+    accent, stress_error = _accent(rng, phones, word_deleted, z)
+    phone_scores = []
+    for s in states:
+        marks = rng.choice(3, size=N_RATERS, p=_PHONE_RATER_PROBS[s])
+        phone_scores.append(round(float(marks.mean()), 1))
+    accuracy = int(round(5 * float(np.mean(phone_scores))))
+    stress = 5 if stress_error else 10
+    mis = [
+        {"canonical-phone": p, "index": i, "pronounced-phone": "<DEL>" if s == "deleted" else q}
+        for i, (p, q, s) in enumerate(zip(phones, said, states))
+        if s in ("deleted", "substituted")
+    ]
+    return {
+        "text": word, "phones": phones, "said": said, "states": states, "accent": accent,
+        "deleted": word_deleted, "stress_error": stress_error,
+        "accuracy": accuracy, "stress": stress, "total": int(round(0.8 * accuracy + 0.2 * stress)),
+        "phones-accuracy": phone_scores, "mispronunciations": mis,
+    }
+
+
+def _plan_gaps(rng: np.random.Generator, n_words: int, z_f: float) -> list[str]:
+    """What comes after each word but the last: nothing, a silent pause or a filled hesitation."""
+    gaps = []
     for _ in range(n_words - 1):
         r = rng.random()
         p_pause, p_hes = 0.02 + 0.45 * (1 - z_f) ** 2, 0.01 + 0.25 * (1 - z_f) ** 2
         gaps.append("pause" if r < p_pause else "hesitation" if r < p_pause + p_hes else "none")
-    pauses, hesitations = gaps.count("pause"), gaps.count("hesitation")
-    flatness = float(np.clip(1.3 * (1 - z_p) - 0.15 + rng.normal(0, 0.1), 0, 1))
-    erratic = float(np.clip(6.0 * (0.6 - z_p) + rng.normal(0, 0.5), 0, 5))
+    return gaps
 
-    all_scores = [s for w in plan_words for s in w["phones-accuracy"]]
-    severity = float(np.mean([(2 - s) / 2 for s in all_scores]))
+
+def _sentence_scores(rng: np.random.Generator, words: list[dict], gaps: list[str], flatness: float,
+                     erratic: float, word_deleted: np.ndarray) -> tuple[dict, float]:
+    """The five sentence scores (module rules) and the accuracy severity they start from."""
+    pauses, hesitations = gaps.count("pause"), gaps.count("hesitation")
+    severity = float(np.mean([(2 - s) / 2 for w in words for s in w["phones-accuracy"]]))
     accuracy = _raters_mean(rng, 9.6 - 20 * severity, 0.6)
     fluency = _raters_mean(rng, 10 - 1.3 * pauses - 1.8 * hesitations, 0.6)
     prosodic = _raters_mean(rng, 10 - 3.5 * flatness - 0.9 * erratic - 0.4 * pauses, 0.6)
     completeness = round(10 * float(np.mean(~word_deleted)), 1)
     total = int(round((0.5 * accuracy + 0.25 * fluency + 0.25 * prosodic) * completeness / 10))
+    scores = {"accuracy": accuracy, "completeness": completeness, "fluency": fluency,
+              "prosodic": prosodic, "total": total}
+    return scores, severity
+
+
+def plan_utterance(rng: np.random.Generator, speaker: dict, sentences: list[list[str]] | None = None) -> dict:
+    """Draw one utterance: its words (from ``sentences`` when given), what is injected where, and
+    every score (module rules). The draws happen in a fixed order, so a seed gives one corpus."""
+    if sentences:
+        words = list(sentences[int(rng.integers(len(sentences)))])
+    else:
+        words = [WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(3, 8)))]
+    z, z_f, z_p = _proficiencies(rng, speaker)
+    p_err = min(0.9, P_ERR_FLOOR + P_ERR_SCALE * (1 - z) ** P_ERR_POWER)
+    word_deleted = rng.random(len(words)) < 0.05 * (1 - z) ** 2
+    if word_deleted.all():
+        word_deleted[rng.integers(len(words))] = False
+    plan_words = [_plan_word(rng, w, bool(word_deleted[wi]), z, p_err) for wi, w in enumerate(words)]
+    gaps = _plan_gaps(rng, len(words), z_f)
+    flatness = float(np.clip(1.3 * (1 - z_p) - 0.15 + rng.normal(0, 0.1), 0, 1))
+    erratic = float(np.clip(6.0 * (0.6 - z_p) + rng.normal(0, 0.5), 0, 5))
+    scores, severity = _sentence_scores(rng, plan_words, gaps, flatness, erratic, word_deleted)
     return {
         "text": " ".join(words), "words": plan_words, "gaps": gaps,
         "proficiency": z, "flatness": flatness, "erratic": erratic,
         "rate": float(rng.uniform(0.9, 1.1)), "f0": speaker["f0"],
-        "scores": {"accuracy": accuracy, "completeness": completeness, "fluency": fluency,
-                   "prosodic": prosodic, "total": total},
-        "severity": severity,
+        "scores": scores, "severity": severity,
     }
 
 
@@ -461,6 +487,19 @@ def _split_speakers(speakers: list[dict], test_fraction: float, seed: int) -> se
     return {speakers[by_skill[min(len(speakers) - 1, int(offset + k * step))]]["id"] for k in range(n_test)}
 
 
+
+def split_sizes(n_utterances: int, test_fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
+    """(train, test) utterance counts ``write_synthetic_corpus`` would give, without writing
+    anything (callers check that a requested corpus can hold both splits)."""
+    if n_utterances < 1:
+        return 0, 0
+    test_spk = _split_speakers(_speakers(n_utterances, seed), test_fraction, seed)
+    per = [min(UTTERANCES_PER_SPEAKER, n_utterances - k * UTTERANCES_PER_SPEAKER)
+           for k in range(math.ceil(n_utterances / UTTERANCES_PER_SPEAKER))]
+    ids = [s["id"] for s in _speakers(n_utterances, seed)]
+    test = sum(n for sid, n in zip(ids, per) if sid in test_spk)
+    return n_utterances - test, test
+
 def _text_phone_lines(uid: str, words: list[dict]) -> list[str]:
     lines = []
     for wi, w in enumerate(words):
@@ -501,67 +540,72 @@ def speech_samples(n: int = 24, seed: int = 0) -> list[np.ndarray]:
             for i in range(n)]
 
 
-def write_synthetic_corpus(
-    out: str | Path,
-    n_utterances: int = 300,
-    seed: int = 0,
-    test_fraction: float = 0.2,
-    silence: bool = False,
-) -> dict:
-    """Write the synthetic SO762-layout corpus to ``out`` and return a summary (counts, hours, score
-    distributions). ``silence=True`` writes the same labels with silent recordings (only the faint
-    noise floor), all ``SILENT_SECONDS`` long:
-    the control run of the learning proof (a model must not learn the scores without the audio)."""
-    if n_utterances < 1:
-        raise ValueError(f"n_utterances must be >= 1, got {n_utterances}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    t0 = time.perf_counter()
-    out = Path(out)
-    speakers = _speakers(n_utterances, seed)
-    test_spk = _split_speakers(speakers, test_fraction, seed)
-    scores, injections, text_phone = {}, {}, []
-    lexicon_used: set[str] = set()
-    sentences = sentence_pool(seed)
-    split_rows: dict[str, list[tuple[str, str, dict]]] = {"train": [], "test": []}
-    durations = []
-    for i in range(n_utterances):
-        spk = speakers[i // UTTERANCES_PER_SPEAKER]
-        uid = f"{spk['id']}{i % UTTERANCES_PER_SPEAKER + 1:05d}"
-        rng = np.random.default_rng([seed, 0, i])
-        plan, wav = _draw_reading(rng, spk, sentences)
-        if silence:  # the quiet-room noise floor only (digitally silent files are, rightly, refused by
-            # load_audio), and one length for all: a silence as long as the reading would still tell the
-            # model its duration, i.e. its pauses and dropped phones -- information about the scores
-            wav = (NOISE_FLOOR * rng.standard_normal(int(SILENT_SECONDS * SAMPLE_RATE))).astype(np.float32)
-        rel = f"WAVE/SPEAKER{spk['id']}/{uid}.WAV"
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(out / rel, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        durations.append(len(wav) / SAMPLE_RATE)
-        split = "test" if spk["id"] in test_spk else "train"
-        split_rows[split].append((uid, rel, spk))
-        s = plan["scores"]
-        scores[uid] = {
-            "text": plan["text"], "accuracy": s["accuracy"], "completeness": s["completeness"],
-            "fluency": s["fluency"], "prosodic": s["prosodic"], "total": s["total"],
-            "words": [
-                {"text": w["text"], "accuracy": w["accuracy"], "stress": w["stress"], "total": w["total"],
-                 "phones": " ".join(w["phones"]), "phones-accuracy": w["phones-accuracy"],
-                 "mispronunciations": w["mispronunciations"]}
-                for w in plan["words"]
-            ],
-            "synthetic": True,
-        }
-        injections[uid] = {
-            "proficiency": round(plan["proficiency"], 4), "severity": round(plan["severity"], 4),
-            "gaps": plan["gaps"], "flatness": round(plan["flatness"], 4), "erratic": round(plan["erratic"], 4),
-            "words": [{"states": w["states"], "said": w["said"], "stress_error": w["stress_error"],
-                       "deleted": w["deleted"]} for w in plan["words"]],
-            "silent_audio": silence,
-        }
-        text_phone += _text_phone_lines(uid, plan["words"])
-        lexicon_used.update(plan["text"].split())
+def _score_record(plan: dict) -> dict:
+    """One utterance's ``resource/scores.json`` record (SO762's schema, marked synthetic)."""
+    s = plan["scores"]
+    return {
+        "text": plan["text"], "accuracy": s["accuracy"], "completeness": s["completeness"],
+        "fluency": s["fluency"], "prosodic": s["prosodic"], "total": s["total"],
+        "words": [
+            {"text": w["text"], "accuracy": w["accuracy"], "stress": w["stress"], "total": w["total"],
+             "phones": " ".join(w["phones"]), "phones-accuracy": w["phones-accuracy"],
+             "mispronunciations": w["mispronunciations"]}
+            for w in plan["words"]
+        ],
+        "synthetic": True,
+    }
 
+
+def _injection_record(plan: dict, silence: bool) -> dict:
+    """What was injected into one utterance (``resource/synthetic-injections.json``)."""
+    return {
+        "proficiency": round(plan["proficiency"], 4), "severity": round(plan["severity"], 4),
+        "gaps": plan["gaps"], "flatness": round(plan["flatness"], 4), "erratic": round(plan["erratic"], 4),
+        "words": [{"states": w["states"], "said": w["said"], "stress_error": w["stress_error"],
+                   "deleted": w["deleted"]} for w in plan["words"]],
+        "silent_audio": silence,
+    }
+
+
+def silent_recording(rng: np.random.Generator) -> np.ndarray:
+    """The silent control's recording: the quiet-room noise floor only (digitally silent files are,
+    rightly, refused by load_audio), and one length for all: a silence as long as the reading would
+    still tell the model its duration, i.e. its pauses and dropped phones -- information about the
+    scores."""
+    return (NOISE_FLOOR * rng.standard_normal(int(SILENT_SECONDS * SAMPLE_RATE))).astype(np.float32)
+
+
+def silenced_split(corpus: str | Path, out: str | Path, split: str = "test", seed: int = 0) -> Path:
+    """A copy of ``split`` of the SO762-layout tree ``corpus`` (the synthetic corpus or a real one)
+    at ``out``: same lists, texts and labels, every recording replaced by ``silent_recording``.
+
+    Why: the audio control of a trained model. Assessed on these, a model that learned from the
+    sound has nothing left to go on and its held-out correlation must collapse; one that learned
+    from the text or the label prior keeps it. Cheaper than training a second model on a silent
+    corpus, and it tests the very model whose figures are reported. Only the split's own lists and
+    ``resource/`` are copied; the recordings are written at the same relative paths."""
+    import shutil
+
+    corpus, out = Path(corpus), Path(out)
+    scp = corpus / split / "wav.scp"
+    if not scp.is_file():
+        raise FileNotFoundError(f"{corpus}: no {split}/wav.scp to silence (an SO762-layout tree is needed)")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(corpus / split, out / split)
+    if (corpus / "resource").is_dir():
+        shutil.copytree(corpus / "resource", out / "resource")
+    for i, line in enumerate(scp.read_text().splitlines()):
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            wav = out / parts[1].strip()
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(wav, silent_recording(np.random.default_rng([seed, 9, i])), SAMPLE_RATE,
+                     subtype="PCM_16", format="WAV")
+    return out
+
+def _write_split_lists(out: Path, split_rows: dict, scores: dict) -> None:
+    """Each split's Kaldi lists (wav.scp, text, utt2spk, spk2utt, spk2age, spk2gender)."""
     for split, rows in split_rows.items():
         d = out / split
         d.mkdir(parents=True, exist_ok=True)
@@ -575,14 +619,63 @@ def write_synthetic_corpus(
         (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in spk_utts.items()))
         (d / "spk2age").write_text("".join(f"{s}\t{info[s]['age']}\n" for s in spk_utts))
         (d / "spk2gender").write_text("".join(f"{s}\t{info[s]['gender']}\n" for s in spk_utts))
+
+
+def _write_resources(out: Path, scores: dict, injections: dict, text_phone: list[str], seed: int, n: int) -> None:
+    """``resource/``: scores, injections, text-phone, the lexicon of the words used, SYNTHETIC.md."""
     res = out / "resource"
     res.mkdir(parents=True, exist_ok=True)
     (res / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     (res / "synthetic-injections.json").write_text(json.dumps(injections, indent=1) + "\n")
     (res / "text-phone").write_text("\n".join(text_phone) + "\n")
     lex = lexicon()
-    (res / "lexicon.txt").write_text("".join(f"{w}\t{' '.join(lex[w])}\n" for w in sorted(lexicon_used)))
-    (res / "SYNTHETIC.md").write_text(_SYNTHETIC_NOTE.format(seed=seed, n=n_utterances))
+    used = sorted({w for rec in scores.values() for w in rec["text"].split()})
+    (res / "lexicon.txt").write_text("".join(f"{w}\t{' '.join(lex[w])}\n" for w in used))
+    (res / "SYNTHETIC.md").write_text(_SYNTHETIC_NOTE.format(seed=seed, n=n))
+
+
+def write_synthetic_corpus(
+    out: str | Path,
+    n_utterances: int = 300,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    silence: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Write the synthetic SO762-layout corpus to ``out`` and return a summary (counts, hours, score
+    distributions). ``silence=True`` writes the same labels with silent recordings
+    (``silent_recording``): a control where a model must not learn the scores without the audio.
+    ``progress(n)`` is called after each recording written (n: how many so far)."""
+    if n_utterances < 1:
+        raise ValueError(f"n_utterances must be >= 1, got {n_utterances}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    t0 = time.perf_counter()
+    out = Path(out)
+    speakers = _speakers(n_utterances, seed)
+    test_spk = _split_speakers(speakers, test_fraction, seed)
+    sentences = sentence_pool(seed)
+    scores, injections, text_phone, durations = {}, {}, [], []
+    split_rows: dict[str, list[tuple[str, str, dict]]] = {"train": [], "test": []}
+    for i in range(n_utterances):
+        spk = speakers[i // UTTERANCES_PER_SPEAKER]
+        uid = f"{spk['id']}{i % UTTERANCES_PER_SPEAKER + 1:05d}"
+        rng = np.random.default_rng([seed, 0, i])
+        plan, wav = _draw_reading(rng, spk, sentences)
+        if silence:
+            wav = silent_recording(rng)
+        rel = f"WAVE/SPEAKER{spk['id']}/{uid}.WAV"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(out / rel, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        durations.append(len(wav) / SAMPLE_RATE)
+        split_rows["test" if spk["id"] in test_spk else "train"].append((uid, rel, spk))
+        scores[uid] = _score_record(plan)
+        injections[uid] = _injection_record(plan, silence)
+        text_phone += _text_phone_lines(uid, plan["words"])
+        if progress is not None:
+            progress(i + 1)
+    _write_split_lists(out, split_rows, scores)
+    _write_resources(out, scores, injections, text_phone, seed, n_utterances)
     return _summary(out, scores, split_rows, durations, seed, silence, time.perf_counter() - t0)
 
 
