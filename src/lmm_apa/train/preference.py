@@ -1,7 +1,7 @@
-"""Simulated preference pairs for SimPO / DPO (seed 001 section 2.2, SPEC §3).
+"""Simulated preference pairs for SimPO / DPO (Wang et al. 2025, section 2.2).
 
-Why simulated: no corpus has human preference judgements between two score sheets. Seed 001 keeps
-the human target as the chosen answer and makes the rejected one by moving the *target aspect's*
+Why simulated: no corpus has human preference judgements between two score sheets. Wang et al. 2025 keep
+the human target as the chosen answer and make the rejected one by moving the *target aspect's*
 scores by 2 to 4 points, then repairing the scores that depend on them so the negative is a
 plausible, self-consistent sheet that is wrong only in the aspect being taught. The paper states
 the rules in words; the exact arithmetic here is ours and is the following (all on the model's
