@@ -107,31 +107,33 @@ def latency(backbone, task, utt, decoding: str, repeats: int, device: str, looka
             "error": rec.get("error"), "parse_ok": bool(rec.get("parse_ok")), "output_chars": len(rec.get("output", ""))}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    device, dtype, workdir = fs.prepare_run(args, "lmm-apa-bench-decode-")
-    import torch
-    import transformers
-
-    from lmm_apa.infer.generate import max_new_tokens_for
-    from lmm_apa.prompts.tasks import get_task
-
-    t0 = time.perf_counter()
-    backbone = fs.random_backbone(args, device, dtype, workdir)
-    backbone.model.eval()
-    build_s = time.perf_counter() - t0
-    task = get_task(args.task)
-
+def _benchmark_utterances(args):
+    """The throughput set (SO762's duration distribution, optionally sorted by length) and the one
+    ``--seconds`` utterance timed for latency."""
     durations = fs.so762_durations(args.utterances, seed=args.seed)
     utts = fs.make_utterances(durations, seed=args.seed, words=args.words)  # --words: smoke runs only
     if args.sort_by_length:
         utts.sort(key=lambda u: len(u.audio.array))
     one = fs.make_utterances([args.seconds], seed=args.seed + 1, words=args.words)[0]
-    template = task.template(one)
-    answer_tokens = len(backbone.tokenizer(task.target(one), add_special_tokens=False)["input_ids"])
-    prompt_tokens = len(backbone.tokenizer(backbone.prompt_text(task.instruction(one)), add_special_tokens=False)["input_ids"])
+    return utts, one
 
-    fs.reset_peak(device)
+
+def _latency_utterance(backbone, task, one, seconds: float) -> dict:
+    """What the latency utterance asks of the decoders: its words, score slots, prompt and answer
+    tokens, and free decoding's token budget."""
+    from lmm_apa.infer.generate import max_new_tokens_for
+
+    template = task.template(one)
+    tok = backbone.tokenizer
+    return {"seconds": seconds, "words": len(one.words), "slots": len(template.slots),
+            "prompt_tokens_text": len(tok(backbone.prompt_text(task.instruction(one)), add_special_tokens=False)["input_ids"]),
+            "answer_tokens": len(tok(task.target(one), add_special_tokens=False)["input_ids"]),
+            "free_max_new_tokens": max_new_tokens_for(tok, template)}
+
+
+def _measure(args, backbone, task, utts, one, device: str) -> dict:
+    """Per decoding: throughput over its subset (free: the first ``--free-utterances``), after one
+    untimed warm-up batch, with the projected SO762-test time, and the latency of ``one``."""
     results: dict = {}
     for decoding in args.decodings:
         subset = utts if decoding == "constrained" else utts[: args.free_utterances]
@@ -139,37 +141,20 @@ def main(argv=None) -> dict:
         tp = run_set(backbone, task, subset, decoding, args.batch_size, device, args.lookahead)
         tp["projected_2500_s"] = SO762_TEST_UTTERANCES / tp["utt_per_s"]
         results[decoding] = {"throughput": tp, "latency": latency(backbone, task, one, decoding, args.steps, device, args.lookahead)}
-    mem = fs.device_memory(device)
+    return results
 
-    figures = {
-        "bench": "gpu_decode",
-        "arch": args.arch,
-        "task": args.task,
-        "qlora": args.qlora,
-        "scale": args.scale,
-        "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
-        "dtype": dtype,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "params_total": fs.count_params(backbone.model),
-        "batch_size": args.batch_size,
-        "sort_by_length": args.sort_by_length,
-        "lookahead": args.lookahead if args.lookahead is not None else "default",
-        "latency_utterance": {"seconds": args.seconds, "words": len(one.words), "slots": len(template.slots),
-                              "prompt_tokens_text": prompt_tokens, "answer_tokens": answer_tokens,
-                              "free_max_new_tokens": max_new_tokens_for(backbone.tokenizer, template)},
-        "results": results,
-        **mem,
-        "build_s": build_s,
-    }
+
+def _decode_rows(args, figures: dict) -> list[tuple[str, object]]:
+    """The printed table: the set-up, then per decoding throughput, projection, parse rate and latency."""
+    one = figures["latency_utterance"]
     rows = [
         ("arch / task", f"{args.arch} / {args.task}" + (" (QLoRA 4-bit)" if args.qlora else "")),
-        ("device", f"{figures['device_name']} ({dtype}, scale {args.scale:g})"),
+        ("device", f"{figures['device_name']} ({figures['dtype']}, scale {args.scale:g})"),
         ("params", f"{figures['params_total'] / 1e9:.3f} B"),
-        ("latency utterance", f"{args.seconds:g} s, {len(one.words)} words, {len(template.slots)} score slots, "
-                              f"answer {answer_tokens} tokens"),
+        ("latency utterance", f"{one['seconds']:g} s, {one['words']} words, {one['slots']} score slots, "
+                              f"answer {one['answer_tokens']} tokens"),
     ]
-    for decoding, r in results.items():
+    for decoding, r in figures["results"].items():
         tp, lat = r["throughput"], r["latency"]
         rows += [
             (f"{decoding}: throughput", f"{tp['utt_per_s']:.2f} utt/s over {tp['utterances']} utt (batch {args.batch_size}), "
@@ -178,11 +163,40 @@ def main(argv=None) -> dict:
             (f"{decoding}: parse ok / errors", f"{tp['parse_ok']} / {tp['errors']}"),
             (f"{decoding}: latency 1 utt median", f"{lat['median_s'] * 1000:.0f} ms (goal < 300 ms)"),
         ]
-    if "peak_allocated_gib" in mem:
-        rows.append(("peak allocated / reserved GiB", f"{mem['peak_allocated_gib']:.2f} / {mem['peak_reserved_gib']:.2f}"))
+    if "peak_allocated_gib" in figures:
+        rows.append(("peak allocated / reserved GiB", f"{figures['peak_allocated_gib']:.2f} / {figures['peak_reserved_gib']:.2f}"))
     else:
-        rows.append(("peak RSS GiB (process)", mem["peak_rss_gib"]))
-    fs.print_table("GPU decoding benchmark (random full-size weights; see benchmarks/README.md)", rows)
+        rows.append(("peak RSS GiB (process)", figures["peak_rss_gib"]))
+    return rows
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device, dtype, workdir = fs.prepare_run(args, "lmm-apa-bench-decode-")
+    import torch
+    import transformers
+
+    from lmm_apa.prompts.tasks import get_task
+
+    t0 = time.perf_counter()
+    backbone = fs.random_backbone(args, device, dtype, workdir)
+    backbone.model.eval()
+    build_s = time.perf_counter() - t0
+    task = get_task(args.task)
+    utts, one = _benchmark_utterances(args)
+
+    fs.reset_peak(device)
+    results = _measure(args, backbone, task, utts, one, device)
+    figures = {
+        "bench": "gpu_decode", "arch": args.arch, "task": args.task, "qlora": args.qlora, "scale": args.scale,
+        "device": device, "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "dtype": dtype, "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "params_total": fs.count_params(backbone.model), "batch_size": args.batch_size,
+        "sort_by_length": args.sort_by_length, "lookahead": args.lookahead if args.lookahead is not None else "default",
+        "latency_utterance": _latency_utterance(backbone, task, one, args.seconds),
+        "results": results, **fs.device_memory(device), "build_s": build_s,
+    }
+    fs.print_table("GPU decoding benchmark (random full-size weights; see benchmarks/README.md)", _decode_rows(args, figures))
     line = json.dumps(figures)
     print(line)
     if args.json_out:

@@ -140,22 +140,11 @@ def build(args, device: str, dtype: str, workdir: Path):
     return backbone, info
 
 
-def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, seconds: float, checkpointing: bool) -> dict:
-    """``--warmup`` + ``--steps`` optimizer steps of the project's trainer on ``seconds``-long
-    ``full``-task examples; the figures of the timed steps."""
-    import gc
-
-    import torch
-    import transformers
-    from transformers import TrainerCallback
-
-    from lmm_apa.train.collator import SFTCollator
-    from lmm_apa.train.config import TrainConfig
+def _benchmark_dataset(args, backbone, seconds: float, n_steps: int):
+    """``full``-task training examples of ``seconds``-long synthetic utterances, enough for
+    ``n_steps`` batches; every utterance must make an example (else the figures would lie)."""
     from lmm_apa.train.dataset import SkipLog, TrainDataset, build_examples, estimate_lengths
-    from lmm_apa.train.run import build_trainer
 
-    _set_checkpointing(backbone.model, checkpointing)
-    n_steps = args.warmup + args.steps
     utts = fs.make_utterances([seconds] * (n_steps * args.batch_size), seed=args.seed, words=args.words)
     skip = SkipLog(None)
     examples, counts = build_examples(utts, ["full"], skip)
@@ -163,31 +152,66 @@ def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, 
                                 max_seconds=backbone.max_audio_seconds)
     if len(examples) != len(utts):
         raise SystemExit(f"only {len(examples)} of {len(utts)} benchmark utterances made examples: {counts}")
-    dataset = TrainDataset(examples, backbone.sampling_rate, skip, max_seconds=backbone.max_audio_seconds)
+    return TrainDataset(examples, backbone.sampling_rate, skip, max_seconds=backbone.max_audio_seconds)
 
-    step_ends: list[float] = []
-    seen_tokens: list[int] = []
 
-    class CountingCollator(SFTCollator):
-        def __call__(self, items):
-            batch = super().__call__(items)
-            seen_tokens.append(int(batch["attention_mask"].sum()))
-            return batch
+class StepClock:
+    """What the timed run records: the time at each optimizer step's end (after a device sync, so
+    the step's kernels are done) and the LM tokens of each collated batch. ``callback()`` is the
+    trainer callback, ``collator(backbone)`` the SFT collator that counts."""
 
-    class StepTimer(TrainerCallback):
-        def on_train_begin(self, a, state, control, **kw):
-            fs.sync(device)
-            step_ends.append(time.perf_counter())
+    def __init__(self, device: str, warmup: int):
+        self.device, self.warmup = device, warmup
+        self.step_ends: list[float] = []
+        self.seen_tokens: list[int] = []
 
-        def on_step_end(self, a, state, control, **kw):
-            fs.sync(device)
-            step_ends.append(time.perf_counter())
-            if state.global_step == args.warmup:
-                fs.reset_peak(device)  # the timed steps' peak (weights stay counted: they are allocated)
-            control.should_save = False  # timing only: no checkpoint
-            return control
+    def callback(self):
+        from transformers import TrainerCallback
 
-    cfg = TrainConfig(
+        clock = self
+
+        class StepTimer(TrainerCallback):
+            def on_train_begin(self, a, state, control, **kw):
+                fs.sync(clock.device)
+                clock.step_ends.append(time.perf_counter())
+
+            def on_step_end(self, a, state, control, **kw):
+                fs.sync(clock.device)
+                clock.step_ends.append(time.perf_counter())
+                if state.global_step == clock.warmup:
+                    fs.reset_peak(clock.device)  # the timed steps' peak (weights stay counted: they are allocated)
+                control.should_save = False  # timing only: no checkpoint
+                return control
+
+        return StepTimer()
+
+    def collator(self, backbone):
+        from lmm_apa.train.collator import SFTCollator
+
+        seen = self.seen_tokens
+
+        class CountingCollator(SFTCollator):
+            def __call__(self, items):
+                batch = super().__call__(items)
+                seen.append(int(batch["attention_mask"].sum()))
+                return batch
+
+        return CountingCollator(backbone)
+
+    def timed(self) -> tuple[list[float], list[int]]:
+        """Step intervals after the warm-up, and the tokens of those steps."""
+        intervals = [b - a for a, b in zip(self.step_ends, self.step_ends[1:])]
+        timed = intervals[self.warmup:] or intervals
+        tokens = self.seen_tokens[self.warmup : self.warmup + len(timed)] or self.seen_tokens
+        return timed, tokens
+
+
+def _train_config(args, backbone, info: dict, workdir: Path, device: str, dtype: str, checkpointing: bool, n_steps: int):
+    """The project's training config for the timed run: no gradient accumulation (every optimizer
+    step is timed), a loss logged each step, no checkpoints."""
+    from lmm_apa.train.config import TrainConfig
+
+    return TrainConfig(
         model=backbone.source, arch=args.arch, method="qlora" if args.qlora else args.method,
         lora={"r": info["lora_r"], "alpha": info["lora_alpha"], "dropout": 0.05}, tasks=["full"],
         data={"train": ["<in memory>"]}, batch_size=args.batch_size, grad_accum=1, max_steps=n_steps, lr=1e-4,
@@ -195,99 +219,136 @@ def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, 
         output_dir=str(workdir / "run"), gradient_checkpointing=checkpointing, group_by_length=False,
         bf16=dtype == "bf16", device=device, seed=args.seed, resume=False,
     )
-    trainer = build_trainer(cfg, backbone, dataset, callbacks=[StepTimer()])
-    trainer.data_collator = CountingCollator(backbone)
 
-    first = SFTCollator(backbone)([dataset[i] for i in range(args.batch_size)])
-    lm_tokens = int(first["attention_mask"].sum())
+
+def _batch_sizes(args, backbone, first: dict) -> dict:
+    """Token counts of the first batch: LM positions, audio tokens, answer tokens, and the audio
+    encoder's frames (Qwen2-Audio's encoder always runs its 30 s / 1,500-frame window)."""
+    from lmm_apa.models.backbones import IGNORE_INDEX
+
     audio_id = backbone.tokenizer.convert_tokens_to_ids(backbone.audio_token)
     audio_tokens = int((first["input_ids"] == audio_id).sum())
-    answer_tokens = int((first["labels"] != -100).sum())
-    audio_frames = 1500 * args.batch_size if args.arch == "qwen2-audio" else audio_tokens
-    flops = None
+    return {"lm_tokens": int(first["attention_mask"].sum()), "audio_tokens": audio_tokens,
+            "answer_tokens": int((first["labels"] != IGNORE_INDEX).sum()),
+            "audio_frames": 1500 * args.batch_size if args.arch == "qwen2-audio" else audio_tokens}
+
+
+def _model_flops(args, trainer, backbone, first: dict, sizes: dict, device: str, checkpointing: bool):
+    """``(counted, analytic)`` FLOPs of one step (counted is None with ``--no-flop-count``)."""
+    counted = None
     if not args.no_flop_count:
         batch = {k: v.to(device) for k, v in first.items()}
-        flops = counted_flops(trainer, backbone.model, batch, checkpointing)
+        counted = counted_flops(trainer, backbone.model, batch, checkpointing)
         del batch
-    analytic = analytic_flops(backbone, args.method, lm_tokens, audio_frames)
+    return counted, analytic_flops(backbone, args.method, sizes["lm_tokens"], sizes["audio_frames"])
+
+
+def _train_figures(args, info: dict, device: str, dtype: str, seconds: float, checkpointing: bool, sizes: dict,
+                   timed: list[float], tokens: list[int], flops, analytic: float, mem: dict, losses: list, train_s: float) -> dict:
+    """The JSON figures of one timed run (see the module doc for what each means)."""
+    import torch
+    import transformers
+
+    step_s = statistics.median(timed)
+    mfu = flops / step_s / (args.peak_tflops * 1e12) if flops else None
+    return {
+        "bench": "gpu_train", "arch": args.arch, "method": args.method, "qlora": args.qlora,
+        "gradient_checkpointing": checkpointing, "lora_r": info["lora_r"], "scale": args.scale, "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu", "dtype": dtype,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "params_total": info["params_total"], "params_trainable": info["params_trainable"],
+        "seconds_audio": seconds, "batch_size": args.batch_size,
+        "lm_tokens_per_step": sizes["lm_tokens"], "audio_tokens_per_step": sizes["audio_tokens"],
+        "answer_tokens_per_step": sizes["answer_tokens"],
+        "steps_timed": len(timed), "step_s_median": step_s, "step_s_mean": statistics.fmean(timed),
+        "tokens_per_s": sum(tokens) / sum(timed), **mem,
+        "model_tflop_per_step_counted": flops / 1e12 if flops else None,
+        "model_tflop_per_step_analytic": analytic / 1e12,
+        "achieved_tflops": flops / step_s / 1e12 if flops else None,
+        "peak_tflops": args.peak_tflops, "mfu": mfu, "losses": losses,
+        "build_s": info["build_s"], "train_s": train_s,
+    }
+
+
+def _train_rows(args, f: dict) -> list[tuple[str, object]]:
+    """The printed table of one run's figures."""
+    rows = [
+        ("arch / method", f"{args.arch} / {'qlora' if args.qlora else args.method} r={f['lora_r']}"
+                          + (" + grad ckpt" if f["gradient_checkpointing"] else "")),
+        ("device", f"{f['device_name']} ({f['dtype']}, scale {args.scale:g})"),
+        ("params total / trainable", f"{f['params_total'] / 1e9:.3f} B / {f['params_trainable'] / 1e6:.1f} M"),
+        ("audio s / LM tokens (audio, answer)", f"{f['seconds_audio']:g} s / {f['lm_tokens_per_step']} "
+                                                f"({f['audio_tokens_per_step']}, {f['answer_tokens_per_step']})"),
+        ("step time median (mean) s", f"{f['step_s_median']:.3f} ({f['step_s_mean']:.3f}) over {f['steps_timed']} steps"),
+        ("tokens/s", f["tokens_per_s"]),
+    ]
+    if "peak_allocated_gib" in f:
+        rows.append(("peak allocated / reserved GiB", f"{f['peak_allocated_gib']:.2f} / {f['peak_reserved_gib']:.2f}"))
+    else:
+        rows.append(("peak RSS GiB (process)", f["peak_rss_gib"]))
+    counted = f["model_tflop_per_step_counted"]
+    losses = f["losses"]
+    rows += [
+        ("model TFLOP/step counted (analytic)", f"{counted if counted else float('nan'):.3f} ({f['model_tflop_per_step_analytic']:.3f})"),
+        ("MFU vs peak", f"{f['mfu']:.1%} of {args.peak_tflops:g} TFLOP/s" if f["mfu"] is not None else "not counted"),
+        ("loss first -> last", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "none logged"),
+    ]
+    return rows
+
+
+def _emit(figures: dict, json_out: str | None) -> None:
+    """One JSON line on stdout, appended to ``--json-out`` when given."""
+    line = json.dumps(figures)
+    print(line, flush=True)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        with open(json_out, "a") as f:
+            f.write(line + "\n")
+
+
+def _release(trainer, device: str) -> None:
+    """Drop the optimizer states before the next run's peak is measured."""
+    import gc
+
+    import torch
+
+    trainer.accelerator.free_memory()
+    trainer.optimizer = trainer.lr_scheduler = None
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def run_one(args, backbone, info: dict, device: str, dtype: str, workdir: Path, seconds: float, checkpointing: bool) -> dict:
+    """``--warmup`` + ``--steps`` optimizer steps of the project's trainer on ``seconds``-long
+    ``full``-task examples; the figures of the timed steps."""
+    from lmm_apa.train.collator import SFTCollator
+    from lmm_apa.train.run import build_trainer
+
+    _set_checkpointing(backbone.model, checkpointing)
+    n_steps = args.warmup + args.steps
+    dataset = _benchmark_dataset(args, backbone, seconds, n_steps)
+    clock = StepClock(device, args.warmup)
+    trainer = build_trainer(_train_config(args, backbone, info, workdir, device, dtype, checkpointing, n_steps),
+                            backbone, dataset, callbacks=[clock.callback()])
+    trainer.data_collator = clock.collator(backbone)
+
+    first = SFTCollator(backbone)([dataset[i] for i in range(args.batch_size)])
+    sizes = _batch_sizes(args, backbone, first)
+    flops, analytic = _model_flops(args, trainer, backbone, first, sizes, device, checkpointing)
+    del first
     fs.reset_peak(device)
 
     t_train = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t_train
-    mem = fs.device_memory(device)
-
-    intervals = [b - a for a, b in zip(step_ends, step_ends[1:])]
-    timed = intervals[args.warmup:] or intervals
-    step_s = statistics.median(timed)
-    tokens_timed = seen_tokens[args.warmup : args.warmup + len(timed)] or seen_tokens
-    tokens_per_s = sum(tokens_timed) / sum(timed)
+    timed, tokens = clock.timed()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    mfu = flops / step_s / (args.peak_tflops * 1e12) if flops else None
-    figures = {
-        "bench": "gpu_train",
-        "arch": args.arch,
-        "method": args.method,
-        "qlora": args.qlora,
-        "gradient_checkpointing": checkpointing,
-        "lora_r": info["lora_r"],
-        "scale": args.scale,
-        "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
-        "dtype": dtype,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "params_total": info["params_total"],
-        "params_trainable": info["params_trainable"],
-        "seconds_audio": seconds,
-        "batch_size": args.batch_size,
-        "lm_tokens_per_step": lm_tokens,
-        "audio_tokens_per_step": audio_tokens,
-        "answer_tokens_per_step": answer_tokens,
-        "steps_timed": len(timed),
-        "step_s_median": step_s,
-        "step_s_mean": statistics.fmean(timed),
-        "tokens_per_s": tokens_per_s,
-        **mem,
-        "model_tflop_per_step_counted": flops / 1e12 if flops else None,
-        "model_tflop_per_step_analytic": analytic / 1e12,
-        "achieved_tflops": flops / step_s / 1e12 if flops else None,
-        "peak_tflops": args.peak_tflops,
-        "mfu": mfu,
-        "losses": losses,
-        "build_s": info["build_s"],
-        "train_s": train_s,
-    }
-    rows = [
-        ("arch / method", f"{args.arch} / {'qlora' if args.qlora else args.method} r={info['lora_r']}"
-                          + (" + grad ckpt" if checkpointing else "")),
-        ("device", f"{figures['device_name']} ({dtype}, scale {args.scale:g})"),
-        ("params total / trainable", f"{info['params_total'] / 1e9:.3f} B / {info['params_trainable'] / 1e6:.1f} M"),
-        ("audio s / LM tokens (audio, answer)", f"{seconds:g} s / {lm_tokens} ({audio_tokens}, {answer_tokens})"),
-        ("step time median (mean) s", f"{step_s:.3f} ({figures['step_s_mean']:.3f}) over {len(timed)} steps"),
-        ("tokens/s", tokens_per_s),
-    ]
-    if "peak_allocated_gib" in mem:
-        rows.append(("peak allocated / reserved GiB", f"{mem['peak_allocated_gib']:.2f} / {mem['peak_reserved_gib']:.2f}"))
-    else:
-        rows.append(("peak RSS GiB (process)", mem["peak_rss_gib"]))
-    rows += [
-        ("model TFLOP/step counted (analytic)", f"{flops / 1e12 if flops else float('nan'):.3f} ({analytic / 1e12:.3f})"),
-        ("MFU vs peak", f"{mfu:.1%} of {args.peak_tflops:g} TFLOP/s" if mfu is not None else "not counted"),
-        ("loss first -> last", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "none logged"),
-    ]
-    fs.print_table("GPU training benchmark (random full-size weights; see benchmarks/README.md)", rows)
-    line = json.dumps(figures)
-    print(line, flush=True)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json_out, "a") as f:
-            f.write(line + "\n")
-    trainer.accelerator.free_memory()  # drop the optimizer states before the next run's peak is measured
-    trainer.optimizer = trainer.lr_scheduler = None
-    del trainer, first
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    figures = _train_figures(args, info, device, dtype, seconds, checkpointing, sizes, timed, tokens, flops, analytic,
+                             fs.device_memory(device), losses, train_s)
+    fs.print_table("GPU training benchmark (random full-size weights; see benchmarks/README.md)", _train_rows(args, figures))
+    _emit(figures, args.json_out)
+    _release(trainer, device)
     return figures
 
 
