@@ -224,22 +224,24 @@ def random_model(arch: str, config, device: str, dtype: str = "bf16", seed: int 
 def wrap_backbone(arch: str, model, files: Path):
     """The project's ``Backbone`` for ``arch`` around an in-memory model, through the arch module's
     own ``wrap`` (what ``load`` uses on a checkpoint folder)."""
-    from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer
+    from transformers import AutoFeatureExtractor, AutoProcessor
 
     from lmm_apa.models.backbones import phi4_mm, qwen2_audio
+    from lmm_apa.models.backbones.tokenizer import load_tokenizer
 
+    tokenizer = load_tokenizer(files)  # the file's pipeline, as load_backbone loads it
     if arch == "qwen2-audio":
-        processor = AutoProcessor.from_pretrained(files)
+        processor = AutoProcessor.from_pretrained(files, tokenizer=tokenizer)
         processor.feature_extractor = _qwen_feature_extractor()
         return qwen2_audio.wrap(model, processor, source="random:qwen2-audio")
-    return phi4_mm.wrap(model, AutoTokenizer.from_pretrained(files), AutoFeatureExtractor.from_pretrained(files),
-                        processor=None, source="random:phi4-mm")
+    return phi4_mm.wrap(model, tokenizer, AutoFeatureExtractor.from_pretrained(files), processor=None,
+                        source="random:phi4-mm")
 
 
 def build_config(arch: str, scale: float, files: Path):
-    from transformers import AutoTokenizer
+    from lmm_apa.models.backbones.tokenizer import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(files)
+    tokenizer = load_tokenizer(files)
     return qwen2_audio_config(scale, tokenizer) if arch == "qwen2-audio" else phi4_mm_config(scale, tokenizer)
 
 

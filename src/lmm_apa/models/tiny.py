@@ -21,7 +21,6 @@ the synthetic corpus and the bundled SO762 sample are shorter than that. The rea
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from lmm_apa.models.backbones import ARCHS, check_arch, phi4_mm, qwen2_audio
@@ -38,20 +37,23 @@ def _padded_vocab(n: int, multiple: int = 64) -> int:
     return -(-n // multiple) * multiple
 
 
-def _tokenizer(pattern: str, specials: list[str], tokenizer_class: str, seed: int, **special_kwargs):
-    """Train, wrap as a transformers tokenizer of ``tokenizer_class`` (loaded back from disk, so the
-    class and its tokenizer.json pipeline are exactly what from_pretrained gives)."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+def _tokenizer(pattern: str, specials, seed: int, **special_kwargs):
+    """Train, and wrap as a transformers tokenizer that keeps the trained pipeline as it is."""
+    from transformers import PreTrainedTokenizerFast
 
-    tok = train_bpe(pattern, BPE_VOCAB, specials, seed=seed)
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **special_kwargs)
-    with tempfile.TemporaryDirectory() as tmp:
-        wrapped.save_pretrained(tmp)
-        config_file = Path(tmp) / "tokenizer_config.json"
-        config = json.loads(config_file.read_text())
-        config["tokenizer_class"] = tokenizer_class
-        config_file.write_text(json.dumps(config, indent=2))
-        return AutoTokenizer.from_pretrained(tmp)
+    return PreTrainedTokenizerFast(tokenizer_object=train_bpe(pattern, BPE_VOCAB, list(specials), seed=seed),
+                                   **special_kwargs)
+
+
+def _declare_tokenizer_class(folder: Path, tokenizer_class: str) -> None:
+    """Name ``tokenizer_class`` in the saved ``tokenizer_config.json`` as the real checkpoint does
+    (Qwen2Tokenizer, GPT2Tokenizer). The pipeline stays the trained one in ``tokenizer.json``, which
+    is what ``load_backbone`` loads (``lmm_apa.models.backbones.tokenizer``): so the tiny models meet
+    the same class-versus-file question as the real checkpoints."""
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = tokenizer_class
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def qwen2_audio_config(tokenizer, text: dict, audio: dict):
@@ -83,7 +85,7 @@ def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) ->
     )
 
     tokenizer = _tokenizer(
-        QWEN2_PRETOKENIZE_REGEX, qwen2_audio.SPECIAL_TOKENS, "Qwen2Tokenizer", seed,
+        QWEN2_PRETOKENIZE_REGEX, qwen2_audio.SPECIAL_TOKENS, seed,
         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in qwen2_audio.SPECIAL_TOKENS}
@@ -103,6 +105,7 @@ def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) ->
     processor = Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer,
                                     chat_template=qwen2_audio.CHAT_TEMPLATE)
     processor.save_pretrained(out)
+    _declare_tokenizer_class(out, "Qwen2Tokenizer")
 
 
 def _speech_cmvn(feature_extractor, seed: int):
@@ -178,7 +181,7 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
 
     specials = sorted(phi4_mm.SPECIAL_TOKEN_OFFSETS, key=phi4_mm.SPECIAL_TOKEN_OFFSETS.get)
     tokenizer = _tokenizer(
-        O200K_PRETOKENIZE_REGEX, specials, "GPT2Tokenizer", seed,
+        O200K_PRETOKENIZE_REGEX, specials, seed,
         bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
         extra_special_tokens={"audio_token": phi4_mm.AUDIO_TOKEN, "image_token": phi4_mm.IMAGE_TOKEN},
     )
@@ -204,6 +207,7 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    _declare_tokenizer_class(out, "GPT2Tokenizer")
     feature_extractor.save_pretrained(out)
     # The checkpoint's own speech LoRA, random here (both matrices, so it is not a no-op).
     spec = phi4_mm.SPEC

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lmm_apa.models.backbones import phi4_mm, qwen2_audio
 from lmm_apa.models.backbones.base import CONTROL_TOKENS, IGNORE_INDEX, Backbone, BackboneSpec
+from lmm_apa.models.backbones.tokenizer import check_tokenizer
 
 ARCHS = {module.SPEC.arch: module for module in (qwen2_audio, phi4_mm)}
 SPECS: dict[str, BackboneSpec] = {arch: module.SPEC for arch, module in ARCHS.items()}
@@ -26,7 +27,7 @@ MODEL_TYPES = {spec.model_type: arch for arch, spec in SPECS.items()}
 DEFAULT_SOURCE = qwen2_audio.SPEC.hub_id
 
 __all__ = ["ARCHS", "SPECS", "Backbone", "BackboneSpec", "CONTROL_TOKENS", "IGNORE_INDEX", "load_backbone",
-           "resolve_arch", "ensure_control_tokens", "spec_for"]
+           "resolve_arch", "ensure_control_tokens", "spec_for", "check_backbone_tokenizer"]
 
 
 def spec_for(arch: str) -> BackboneSpec:
@@ -140,10 +141,24 @@ def load_backbone(
     elif device == "auto":
         kwargs["device_map"] = "auto"
     backbone = ARCHS[arch].load(source, kwargs, **load_options)
+    check_backbone_tokenizer(backbone)
     if not quantization and device != "auto":
         backbone.model.to(device)
     backbone.model.eval()
     return backbone
+
+
+def check_backbone_tokenizer(backbone: Backbone) -> None:
+    """The loaded tokenizer (and the processor's, where it has its own) tokenizes as the checkpoint's
+    tokenizer.json does, on probe strings plus this backbone's chat and placeholder tokens; a clear
+    ValueError otherwise (see ``lmm_apa.models.backbones.tokenizer``)."""
+    chat = backbone.prompt_text("<|APA|>Rate 1000 words: IT'S fine.") + "{'accuracy': 10}" + backbone.end_of_turn
+    tokenizers = [backbone.tokenizer]
+    processor_tokenizer = getattr(backbone.processor, "tokenizer", None)
+    if processor_tokenizer is not None and processor_tokenizer is not backbone.tokenizer:
+        tokenizers.append(processor_tokenizer)
+    for tokenizer in tokenizers:
+        check_tokenizer(tokenizer, backbone.source, extra_probes=[chat])
 
 
 def ensure_control_tokens(backbone: Backbone) -> dict[str, list[int]]:

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from lmm_apa.models.backbones.base import Backbone, BackboneSpec, split_control_token
+from lmm_apa.models.backbones.tokenizer import load_tokenizer
 
 SPEC = BackboneSpec(
     arch="phi4-mm",
@@ -175,17 +176,17 @@ def _has_speech_lora(source: str) -> bool:
 
 
 def load(source: str, model_kwargs: dict, speech_lora: bool = True) -> Phi4MMBackbone:
-    from transformers import AutoFeatureExtractor, AutoTokenizer
+    from transformers import AutoFeatureExtractor
     from transformers.models.phi4_multimodal.modeling_phi4_multimodal import Phi4MultimodalForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)  # not the GPT2Tokenizer the config names: see .tokenizer
     feature_extractor = AutoFeatureExtractor.from_pretrained(source)
     processor = None
     if importlib.util.find_spec("torchvision") is not None:  # the image processor needs it
         from transformers import AutoProcessor
 
         try:
-            processor = AutoProcessor.from_pretrained(source)
+            processor = AutoProcessor.from_pretrained(source, tokenizer=tokenizer)
         except (ImportError, OSError, ValueError):
             processor = None
     model = Phi4MultimodalForCausalLM.from_pretrained(source, **model_kwargs)

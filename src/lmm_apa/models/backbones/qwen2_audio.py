@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from lmm_apa.models.backbones.base import Backbone, BackboneSpec
+from lmm_apa.models.backbones.tokenizer import load_tokenizer
 
 # Real special tokens in their real order (ids 151643... after the 151643 BPE tokens).
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
@@ -130,7 +131,7 @@ class Qwen2AudioBackbone(Backbone):
 def load(source: str, model_kwargs: dict) -> Qwen2AudioBackbone:
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(source)
+    processor = AutoProcessor.from_pretrained(source, tokenizer=load_tokenizer(source))
     model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **model_kwargs)
     return wrap(model, processor, str(source))
 
