@@ -31,7 +31,7 @@ ARCHS = ("qwen2-audio", "phi4-mm")
 
 @pytest.fixture(scope="module")
 def backbones(tiny_qwen2_audio, tiny_phi4_mm):
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
 
     torch.set_num_threads(2)
     return {"qwen2-audio": load_model(str(tiny_qwen2_audio), device="cpu"),
@@ -130,3 +130,35 @@ def test_untrained_tiny_models_always_parse(backbones, arch):
             assert parse_mdd(d.output).ok, d.output
     with pytest.raises(ValueError, match="cannot hold an MDD answer"):
         generate_mdd(bb, audios[:1], prompts[:1], need - 1)
+
+
+def test_predict_honours_constrained_for_mdd_and_refuses_what_a_task_lacks(backbones, tmp_path):
+    """``--decoding constrained`` for mdd is the grammar decoder (never silently free); a decoding a
+    task does not declare is an error naming the task, not a switch."""
+    import json
+    from dataclasses import dataclass
+
+    import soundfile as sf
+
+    from lmm_apa.infer.predict import predict_corpus
+    from lmm_apa.prompts.tasks import TranscriptTask
+
+    lines = []
+    for i, text in enumerate(["WE CALL IT BEAR", "THE CAT SAT", "GOOD DAY"]):
+        sf.write(tmp_path / f"m{i}.wav", _audio(i), 16000)
+        lines.append(json.dumps({"id": f"m{i}", "audio": f"m{i}.wav", "text": text}))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "mdd.jsonl"
+    s = predict_corpus(manifest, backbone=backbones["qwen2-audio"], task="mdd", out=out, decoding="constrained",
+                       batch_size=3, progress=False)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert s["decoding"] == "constrained" and s["parse_ok"] == 3
+    assert all(r["decoding"] == "constrained" and r["parse_ok"] and r["phone_transcript"] is not None for r in recs)
+
+    @dataclass(frozen=True)
+    class FreeOnly(TranscriptTask):
+        decodings = ("free",)
+
+    with pytest.raises(ValueError, match="cannot be decoded 'constrained'"):
+        FreeOnly("mdd", None, lambda utt: "x").decoding_for("constrained")

@@ -312,3 +312,16 @@ def generate_mdd(backbone, audios: Sequence[np.ndarray], prompts: Sequence[str],
         text = "".join(vocab.strings[t] for t in row[:n])
         decoded.append(Decoded(output=text, decoding="constrained", new_tokens=min(n + 1, len(row))))
     return decoded
+
+
+def decode_transcripts(backbone, task, prepared: Sequence, lookahead: int | None = None) -> list[Decoded]:
+    """``predict``'s constrained decoder for transcript tasks (mdd): a batch of prepared rows
+    (``.audio``, ``.prompt``, ``.fallback``) through ``generate_mdd``. The budget is free
+    generation's for the same text (``max_new_tokens_for``), at least the empty answer's.
+    ``lookahead`` (speculative score slots) has no meaning without score slots and is not used."""
+    from lmm_apa.infer.generate import max_new_tokens_for
+
+    keep_star = bool(getattr(task, "keep_star", False))
+    budget = max(max_new_tokens_for(backbone.tokenizer, None, p.fallback) for p in prepared)
+    budget = max(budget, min_new_tokens(backbone.tokenizer, keep_star))
+    return generate_mdd(backbone, [p.audio for p in prepared], [p.prompt for p in prepared], budget, keep_star)

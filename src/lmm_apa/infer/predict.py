@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Sequence
 
 from lmm_apa.data.schema import Utterance
 from lmm_apa.infer.generate import DECODINGS, Decoded, decode_batch
+from lmm_apa.infer.mdd_grammar import decode_transcripts
+from lmm_apa.prompts.tasks import TranscriptTask
 from lmm_apa.prompts.template import key_to_str
 
 BACKENDS = ("hf", "vllm")
@@ -99,14 +101,15 @@ def error_record(uid: str, task_name: str, message: str) -> dict:
 
 
 def decoding_for(task, decoding: str) -> str:
-    """The decoding ``task`` actually uses when ``decoding`` is asked (mdd: free only)."""
+    """The decoding ``task`` uses when ``decoding`` is asked: that one, or a ValueError naming the
+    task's decodings (never a silent switch)."""
     return task.decoding_for(decoding)
 
 
-# A task whose constrained answer is not a score template (e.g. a grammar for mdd transcripts)
+# A task whose constrained answer is not a score template (the mdd transcript's grammar)
 # registers its batch decoder here, keyed by its task class:
 # ``decoder(backbone, task, prepared: list[Prepared], lookahead) -> list[Decoded]``.
-CONSTRAINED_DECODERS: dict[type, Callable] = {}
+CONSTRAINED_DECODERS: dict[type, Callable] = {TranscriptTask: decode_transcripts}
 
 
 def decode_prepared(backbone, task, prepared: Sequence[Prepared], decoding: str, lookahead: int | None = None) -> list[Decoded]:

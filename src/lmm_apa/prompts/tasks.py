@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Utterance, phone_to_model
+from lmm_apa.prompts.mdd_answer import render_answer
 from lmm_apa.prompts.parsing import (
     DictAnswer,
     ParseResult,
@@ -220,8 +221,7 @@ class Task:
     control_token: str | None
     prompt: Callable[[Utterance], str]
 
-    # the decodings ``predict`` / ``assess`` / ``serve`` may use for this task; the first is the
-    # one used when the asked decoding is not among them
+    # the decodings ``predict`` / ``assess`` / ``serve`` may use for this task
     decodings: ClassVar[tuple[str, ...]] = ("free",)
     aspects: tuple[tuple[str, str], ...] = ()  # (level, aspect) pairs the answer scores
 
@@ -231,8 +231,11 @@ class Task:
         return f"{self.control_token}{body}" if self.control_token else body
 
     def decoding_for(self, requested: str) -> str:
-        """The decoding actually used when ``requested`` is asked for."""
-        return requested if requested in self.decodings else self.decodings[0]
+        """The decoding used when ``requested`` is asked for: that one, or a ValueError naming the
+        task's decodings (a requested mode is never switched silently)."""
+        if requested not in self.decodings:
+            raise ValueError(f"task {self.name!r} cannot be decoded {requested!r}; its decodings: {', '.join(self.decodings)}")
+        return requested
 
     @property
     def metric_sections(self) -> tuple[str, ...]:
@@ -340,10 +343,14 @@ class ScoreTask(Task):
 @dataclass(frozen=True)
 class TranscriptTask(Task):
     """Mispronunciation detection (Ahn & Nam 2025): the answer transcribes the words and the phones
-    actually said; no score template, evaluated in the ``mdd`` section.
+    actually said, in the MDD phone convention (``data.phones``); no score template, evaluated in
+    the ``mdd`` section. ``constrained`` decoding follows the answer's grammar
+    (``infer.mdd_grammar``, registered in ``lmm_apa.infer.predict.CONSTRAINED_DECODERS``).
+    ``keep_star``: keep Speechocean762's ``*`` phones (``L*``) in the target and the grammar
+    instead of their base phone."""
 
-    Decoding hook: to add a constrained decoder for transcripts, add ``"constrained"`` to
-    ``decodings`` and register the decoder in ``lmm_apa.infer.predict.CONSTRAINED_DECODERS``."""
+    decodings: ClassVar[tuple[str, ...]] = ("free", "constrained")
+    keep_star: bool = False
 
     @property
     def metric_sections(self) -> tuple[str, ...]:
@@ -356,8 +363,8 @@ class TranscriptTask(Task):
         return []
 
     def _answer(self, utt: Utterance) -> str:
-        phones = " ".join(p for w in utt.words for p in w.pronounced_phones)
-        return f"{{'word_transcript': '{utt.text.strip()}', 'phoneme_transcript': '{phones}'}}"
+        phones = " ".join(p for w in utt.words for p in w.said_phones(self.keep_star))
+        return render_answer(utt.text.strip(), phones)
 
     def parse(self, text: str, utt: Utterance) -> ParseResult:
         return parse_mdd(text)
