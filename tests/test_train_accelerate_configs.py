@@ -61,3 +61,40 @@ def test_configs_ship_with_the_package():
     data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     globs = data["tool"]["setuptools"]["package-data"]["lmm_apa"]
     assert "configs/accelerate/*.yaml" in globs
+
+
+@pytest.mark.slow
+def test_documented_command_trains_under_ddp_lora_config(tiny_qwen2_audio, tmp_path):
+    """The command docs/multi_gpu.md gives, ``accelerate launch --config_file ddp_lora.yaml -m
+    lmm_apa.cli train ...``, on two CPU processes (``--multi_gpu`` starts several without GPUs;
+    gloo) and one optimizer step: both processes finish the same step, one adapter is written."""
+    import json
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from lmm_apa.data.synth import write_synthetic_corpus
+
+    corpus = tmp_path / "synth"
+    write_synthetic_corpus(corpus, n_utterances=8, seed=4, test_fraction=0.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
+    out = tmp_path / "run"
+    cmd = [accelerate, "launch", "--config_file", str(CONFIGS / "ddp_lora.yaml"), "--multi_gpu", "--num_processes", "2",
+           "--mixed_precision", "no", "--main_process_port", str(port), "-m", "lmm_apa.cli", "train", "tiny_demo",
+           "--set", f"model={tiny_qwen2_audio}", "--set", f"data.train=[{{path: {corpus}, split: train}}]",
+           "--set", f"output_dir={out}", "--set", "method=lora", "--set", "batch_size=1", "--set", "grad_accum=1",
+           "--set", "limit=4", "--set", "max_steps=1", "--set", "save_steps=100"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    decoder, pos, summaries = json.JSONDecoder(), 0, []
+    while (start := proc.stdout.find("{", pos)) >= 0:
+        obj, pos = decoder.raw_decode(proc.stdout, start)
+        summaries.append(obj)
+    assert [s["global_step"] for s in summaries] == [1, 1]
+    assert (out / "adapter" / "adapter_config.json").is_file()
