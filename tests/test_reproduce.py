@@ -209,3 +209,14 @@ def test_an_interrupted_training_stops_the_table_and_says_how_to_resume(tiny_cor
     assert f"output_dir={tmp_path / 'train' / 'ft'}" in sets and "init_adapter=null" in sets and "epochs=1" in sets
     table = json.loads((tmp_path / "table.json").read_text())  # the table is still written
     assert [r["status"] for r in table["rows"]] == ["not run", "not run", "not run"]
+
+
+def test_published_numbers_print_as_the_papers_print_them(tiny_corpus, tmp_path):
+    run = TableRun(AHN2025_TABLE3, Inputs(model="m", corpus=tiny_corpus, out=tmp_path))
+    md = render_markdown(AHN2025_TABLE3, table_json(AHN2025_TABLE3, run))
+    assert "| no training (paper) | 0 | -0.041 | -0.017 | -0.0493 | -0.104 | 0.97 | 0.792 | 0.143 | 0.154 | 0.134 |" in md
+    assert "| Unfreeze (paper) | 4 | 0.743 | 0.717 | 0.704 | 0.666 | 0.142 | 0.142 | 0.667 | 0.671 | 0.663 |" in md
+    run = TableRun(WANG2025_TABLE3, Inputs(model="m", corpus=tiny_corpus, out=tmp_path))
+    md = render_markdown(WANG2025_TABLE3, table_json(WANG2025_TABLE3, run))
+    assert "| Azure PA (published) | 0.62 / 0.47 | 0.70 / 0.68 | 0.72 / 0.62 | 0.84 / 0.78 | 0.78 / 0.75 |" in md
+    assert "| Zero-Shot (paper) | -0.03 / -0.02 | - | - | - | - |" in md

@@ -59,18 +59,27 @@ def _fmt(x, digits: int, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _cell(figures: Optional[dict], column: Column, digits: int, signed: bool = False) -> str:
+def _as_printed(x) -> str:
+    """A published number as the papers print it: the fewest decimals, at least two, that give its
+    value (Ahn & Nam 2025 print 0.97 and -0.0493 in one row; Wang et al. 2025 print 0.70)."""
+    if x is None:
+        return "-"
+    return next((s for d in range(2, 6) if float(s := f"{x:.{d}f}") == x), repr(x))
+
+
+def _cell(figures: Optional[dict], column: Column, digits: int, signed: bool = False, printed: bool = False) -> str:
     if not figures:
         return "-"
+    fmt = _as_printed if printed else (lambda x: _fmt(x, digits, signed))
     if column.figure in ("value", "rmse"):
-        return _fmt(figures.get("value"), digits, signed)
-    pcc = _fmt(figures.get("pcc"), digits, signed)
+        return fmt(figures.get("value"))
+    pcc = fmt(figures.get("pcc"))
     p = figures.get("p")
     if p is not None and p >= SIGNIFICANCE_LEVEL:
         pcc = f"<u>{pcc}</u>"
     if column.figure == "pcc":
         return pcc
-    return f"{pcc} / {_fmt(figures.get('scc'), digits, signed)}"
+    return f"{pcc} / {fmt(figures.get('scc'))}"
 
 
 def row_json(table: Table, row: Row, run) -> dict:
@@ -128,13 +137,14 @@ def render_markdown(table: Table, data: dict) -> str:
         columns = table.columns
         if row["reference"]:
             lines.append("| " + " | ".join([f"{row['label']} (published)"] + extra
-                                            + [_cell(row["cells"][c.key]["published"], c, digits) for c in columns]) + " |")
+                                            + [_cell(row["cells"][c.key]["published"], c, digits, printed=True)
+                                               for c in columns]) + " |")
             continue
         for kind, key, signed in (("paper", "published", False), ("ours", "ours", False), ("Δ", "diff", True)):
             if kind != "paper" and row["status"] == "failed" and not any(row["cells"][c.key].get(key) for c in columns):
                 cells = ["failed"] * len(columns) if kind == "ours" else ["-"] * len(columns)
             else:
-                cells = [_cell(row["cells"][c.key].get(key), c, digits, signed) for c in columns]
+                cells = [_cell(row["cells"][c.key].get(key), c, digits, signed, printed=kind == "paper") for c in columns]
             lines.append("| " + " | ".join([f"{row['label']} ({kind})"] + extra + cells) + " |")
         for err in row.get("errors", []):
             notes.append(f"- **{row['label']}{' epoch ' + row.get(table.extra_header, '') if table.extra_header else ''}"
