@@ -8,7 +8,7 @@ TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_GPU_SPEC ?= torch
 OUT ?= demo-out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ setup: $(BIN)/python
 	else \
 	  $(BIN)/pip install -q "$(TORCH_CPU_SPEC)"; \
 	fi
-	$(BIN)/pip install -q -e ".[test,serve]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,serve]"
+
+# The versions `setup` installs: rewrite constraints.txt from this venv after the suite passed in it
+# (torch and what torch requires are left out, so a user's torch build is never replaced).
+constraints: $(BIN)/python
+	$(BIN)/python scripts/freeze_constraints.py --out constraints.txt
 
 demo: setup
 	$(BIN)/lmm-apa demo --out $(OUT)
