@@ -43,7 +43,8 @@ def run(backbone, task, utts, decoding: str, batch_size: int, forced_answers: di
     from lmm_apa.infer.constrained import clear_tokenization_memos, count_forwards
     from lmm_apa.infer.generate import decode_batch, model_device, to_device
     from lmm_apa.models.logits import logits_only_at
-    from lmm_apa.infer.predict import prepare, record
+    from lmm_apa.infer.predict import prepare
+    from lmm_apa.infer.records import record
 
     clear_tokenization_memos()  # every run starts cold, as a fresh `lmm-apa predict` does
     recs, t0 = [], time.perf_counter()
@@ -136,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from lmm_apa.data.corpus import load_corpus
     from lmm_apa.infer.generate import default_lookahead, model_device
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
     from lmm_apa.prompts.tasks import get_task
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_decode_"))

@@ -36,7 +36,7 @@ def main(argv=None) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     from lmm_apa.infer.generate import model_device
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
 
     model = args.model
     if model is None:

@@ -41,7 +41,7 @@ def manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def qwen(tiny_qwen2_audio):
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
 
     torch.set_num_threads(2)
     return load_model(str(tiny_qwen2_audio), device="cpu")
@@ -49,7 +49,7 @@ def qwen(tiny_qwen2_audio):
 
 @pytest.fixture(scope="module")
 def phi(tiny_phi4_mm):
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
 
     return load_model(str(tiny_phi4_mm), device="cpu")
 

@@ -13,7 +13,7 @@ from lmm_apa.models.logits import logits_only_at
 
 @pytest.mark.parametrize("arch", ["tiny_qwen2_audio", "tiny_phi4_mm"])
 def test_kept_positions_equal_full_logits(arch, request):
-    from lmm_apa.infer.predict import load_model
+    from lmm_apa.models.loading import load_model
 
     bb = load_model(str(request.getfixturevalue(arch)), device="cpu")
     t = np.arange(12000) / 16000

@@ -1,4 +1,4 @@
-"""``lmm-apa``: the command line (SPEC §7). Thin on purpose: every command parses its options and
+"""``lmm-apa``: the command line. Thin on purpose: every command parses its options and
 calls one function of the package, so the same work is reachable from Python and from tests.
 
 Heavy imports (torch, transformers) happen inside the commands, so ``lmm-apa --help`` and
@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from lmm_apa.prompts.tasks import TASK_NAMES
+
+TASK_HELP = "the task: " + " | ".join(TASK_NAMES)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune and run audio-language models for pronunciation assessment.")
 data_app = typer.Typer(no_args_is_help=True, help="Read, check and synthesise corpora.")
@@ -24,12 +30,33 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _plain_warnings():
+    """The package's own warnings (e.g. an adapter not trained on the asked task) as one
+    ``warning: ...`` line on stderr; other libraries' warnings as Python prints them."""
+    from lmm_apa.models.loading import UntrainedTaskWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UntrainedTaskWarning):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 @data_app.command("stats")
 def data_stats(
     source: Path = typer.Argument(..., help="SO762 tree, HF save_to_disk folder, parquet file/folder, or JSONL manifest"),
     split: Optional[str] = typer.Option(None, "--split", help="train / test (SO762 trees and HF dataset dicts)"),
 ) -> None:
-    """Print one JSON object: utterances, labelled, failed (id + reason each), hours."""
+    """Print one JSON object: utterances, labelled, mispronunciation labels, failed (id + reason each), hours."""
     from lmm_apa.data.stats import corpus_stats
 
     try:
@@ -46,10 +73,17 @@ def data_synth(
     seed: int = typer.Option(0, "--seed"),
     test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9),
 ) -> None:
-    """Write the synthetic SO762-like corpus whose scores follow known rules (SPEC §6)."""
+    """Write the synthetic SO762-like corpus whose scores follow known rules; progress on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lmm_apa.console import stderr_console
     from lmm_apa.data.synth import write_synthetic_corpus
 
-    summary = write_synthetic_corpus(out, n_utterances=utterances, seed=seed, test_fraction=test_fraction)
+    with Progress(TextColumn("[bold]synth[/] recordings"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr_console()) as bar:
+        job = bar.add_task("synth", total=utterances)
+        summary = write_synthetic_corpus(out, n_utterances=utterances, seed=seed, test_fraction=test_fraction,
+                                         progress=lambda n: bar.update(job, completed=n))
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -89,9 +123,9 @@ def predict(
     source: Path = typer.Argument(..., help="corpus to assess (any format `data stats` reads)"),
     model: Optional[str] = typer.Option(None, "--model", help="hub id or local path of the backbone (default: the base the adapter records)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="trained adapter folder (omit for zero-shot)"),
-    task: str = typer.Option("full", "--task"),
+    task: str = typer.Option("full", "--task", help=TASK_HELP),
     out: Path = typer.Option(..., "--out", help="predictions JSONL (resumed if it exists)"),
-    decoding: str = typer.Option("free", "--decoding", help="free | constrained"),
+    decoding: str = typer.Option("constrained", "--decoding", help="constrained (every answer parses: the score template, or mdd's transcript grammar) | free"),
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", help="assess only the first N utterances"),
@@ -105,10 +139,11 @@ def predict(
     from lmm_apa.infer.predict import predict_corpus
 
     try:
-        summary = predict_corpus(
-            source, model=model, adapter=adapter, task=task, out=out, decoding=decoding, split=split,
-            batch_size=batch_size, limit=limit, device=device, backend=backend, lookahead=lookahead,
-        )
+        with _plain_warnings():
+            summary = predict_corpus(
+                source, model=model, adapter=adapter, task=task, out=out, decoding=decoding, split=split,
+                batch_size=batch_size, limit=limit, device=device, backend=backend, lookahead=lookahead,
+            )
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(summary, indent=2))
@@ -137,8 +172,8 @@ def assess(
     text: str = typer.Option(..., "--text", help="the reference text the learner read"),
     model: Optional[str] = typer.Option(None, "--model", help="hub id or local path (default: Qwen/Qwen2-Audio-7B-Instruct)"),
     adapter: Optional[str] = typer.Option(None, "--adapter"),
-    task: str = typer.Option("full", "--task"),
-    decoding: str = typer.Option("constrained", "--decoding", help="free | constrained"),
+    task: str = typer.Option("full", "--task", help=TASK_HELP),
+    decoding: str = typer.Option("constrained", "--decoding", help="constrained | free"),
     format: str = typer.Option("native", "--format", help="native | azure"),
     phones: Optional[str] = typer.Option(None, "--phones", help="explicit canonical phones, words separated by ' - '"),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -147,10 +182,11 @@ def assess(
     from lmm_apa.infer.assess import assess_recording
 
     try:
-        result = assess_recording(
-            audio, text=text, model=model, adapter=adapter, task=task, decoding=decoding,
-            output_format=format, phones=phones, device=device,
-        )
+        with _plain_warnings():
+            result = assess_recording(
+                audio, text=text, model=model, adapter=adapter, task=task, decoding=decoding,
+                output_format=format, phones=phones, device=device,
+            )
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(result, indent=2))
@@ -162,7 +198,7 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     model: Optional[str] = typer.Option(None, "--model"),
     adapter: Optional[str] = typer.Option(None, "--adapter"),
-    task: str = typer.Option("full", "--task"),
+    task: str = typer.Option("full", "--task", help=TASK_HELP),
     device: Optional[str] = typer.Option(None, "--device"),
     queue_size: int = typer.Option(16, "--queue-size", min=1, help="requests waiting for the model; more get 503 + Retry-After"),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="requests decoded together (1: no batching)"),
@@ -212,12 +248,11 @@ def reproduce(
 ) -> None:
     """Run every row of a paper table (train, predict, evaluate) and write table.md / table.json
     with the published numbers, ours and the differences. Finished rows are skipped on a rerun."""
-    from rich.console import Console
-
+    from lmm_apa.console import stderr_console
     from lmm_apa.reproduce import reproduce_table
     from lmm_apa.reproduce.runner import Interrupted
 
-    console = Console(stderr=True)
+    console = stderr_console()
     try:
         result = reproduce_table(table, model=model, corpus=corpus, out=out, smoke=smoke, private=private,
                                  decoding=decoding, batch_size=batch_size, overrides=set_, log=console.print)

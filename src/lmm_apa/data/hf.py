@@ -38,12 +38,17 @@ def is_save_to_disk_folder(path: Path) -> bool:
 
 
 def parquet_files(path: Path) -> list[Path]:
+    """The parquet files of a corpus: the file itself, or a folder's own ``*.parquet`` files, else
+    those one folder down (the hub's ``data/train-00000-of-00001.parquet``, or one folder per split
+    or config). Never a walk of every subfolder: a folder that is not a corpus (a home folder, a
+    project tree) is refused at once instead of searched through."""
     path = Path(path)
     if path.is_file() and path.suffix == ".parquet":
         return [path]
-    if path.is_dir():
-        return sorted(path.rglob("*.parquet"))
-    return []
+    if not path.is_dir():
+        return []
+    own = sorted(f for f in path.glob("*.parquet") if f.is_file())
+    return own or sorted(f for f in path.glob("*/*.parquet") if f.is_file())
 
 
 def _split_of(file: Path, root: Path) -> str | None:

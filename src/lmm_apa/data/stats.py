@@ -14,7 +14,8 @@ from lmm_apa.data.corpus import detect_format, load_corpus
 
 
 def corpus_stats(source: str | Path, split: str | None = None, deep: bool = True) -> dict:
-    """One JSON-able summary: utterances (readable, audio included), labelled, failed, hours, ...
+    """One JSON-able summary: utterances (readable, audio included), labelled, failed, hours,
+    mispronunciation labels, ... A path that is not a corpus raises ValueError naming it.
 
     ``deep`` reads the samples (silent / non-finite audio); without it only file headers."""
     fmt = detect_format(source)
@@ -40,6 +41,9 @@ def corpus_stats(source: str | Path, split: str | None = None, deep: bool = True
         "with_word_scores": sum(u.has_word_scores for u in readable),
         "with_phone_scores": sum(u.has_phone_scores for u in readable),
         "synthetic_labels": sum(u.labelled and u.synthetic for u in readable),
+        # phone-level mispronunciation labels (what mdd trains on and is scored against)
+        "with_mispronunciations": sum(any(w.mispronunciations for w in u.words) for u in readable),
+        "mispronunciations": sum(len(w.mispronunciations) for u in readable for w in u.words),
         "failed": failed,
         "hours": round(sum(durations) / 3600, 4),
         "max_seconds": round(max(durations), 3) if durations else None,

@@ -2,7 +2,7 @@
 
 The reference text is turned into words and canonical phones (CMUdict, or ``--phones`` given
 explicitly), which is all the prompt and the answer template need; the recording is then decoded like
-one utterance of a corpus (``predict.assess_utterances``). The native result is organised for a
+one utterance of a corpus (``predict.assess_utterances``), which loads and checks the audio once. The native result is organised for a
 front end (sentence scores; each word with its scores and its phones with theirs; expected scores
 beside the argmax ones); ``output_format="azure"`` reshapes it as Azure Pronunciation Assessment.
 
@@ -76,27 +76,40 @@ def native_result(utt: Utterance, rec: dict, duration_s: float | None = None) ->
     return out
 
 
-def assess_waveform(backbone, waveform: np.ndarray, sampling_rate: int, text: str, task: str = "full",
-                    decoding: str = "constrained", phones=None, output_format: str = "native") -> dict:
-    """Assess an in-memory recording with a loaded backbone (what the server calls). ValueError
-    for unusable audio or text, with the reason."""
+def _assess_utterance(backbone, utt: Utterance, task: str, decoding: str, output_format: str,
+                      duration_s: float | None) -> dict:
+    """One reference utterance (its audio not yet loaded or checked: ``prepare`` does both, once)
+    -> the native or Azure result; ValueError with the reason when it cannot be assessed."""
     from lmm_apa.infer.predict import assess_utterances
     from lmm_apa.prompts.tasks import get_task
 
-    if output_format not in FORMATS:
-        raise ValueError(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}")
-    the_task = get_task(task)
-    audio = Audio(array=np.asarray(waveform, dtype=np.float32), sampling_rate=int(sampling_rate))
-    utt = reference_utterance(text, phones, audio=audio)
-    rec = assess_utterances(backbone, the_task, [utt], decoding)[0]
+    rec = assess_utterances(backbone, get_task(task), [utt], decoding)[0]
     if "error" in rec:
         raise ValueError(rec["error"])
-    result = native_result(utt, rec, duration_s=len(audio.array) / float(sampling_rate))
+    result = native_result(utt, rec, duration_s=duration_s)
     if output_format == "azure":
         from lmm_apa.infer.azure import to_azure
 
         return to_azure(result)
     return result
+
+
+def _check_format(output_format: str) -> None:
+    if output_format not in FORMATS:
+        raise ValueError(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}")
+
+
+def assess_waveform(backbone, waveform: np.ndarray, sampling_rate: int, text: str, task: str = "full",
+                    decoding: str = "constrained", phones=None, output_format: str = "native") -> dict:
+    """Assess an in-memory recording with a loaded backbone (what the server calls). ValueError
+    for unusable audio or text, with the reason."""
+    from lmm_apa.prompts.tasks import get_task
+
+    _check_format(output_format)
+    get_task(task)  # an unknown task name fails before anything else
+    audio = Audio(array=np.asarray(waveform, dtype=np.float32), sampling_rate=int(sampling_rate))
+    utt = reference_utterance(text, phones, audio=audio)
+    return _assess_utterance(backbone, utt, task, decoding, output_format, len(audio.array) / float(sampling_rate))
 
 
 def assess_recording(
@@ -112,21 +125,28 @@ def assess_recording(
     backbone=None,
 ) -> dict:
     """Assess one recording file (WAV/FLAC...) against ``text``; JSON-able dict. A loaded
-    ``backbone`` may be passed (tests, repeated calls); otherwise ``model``/``adapter`` are loaded."""
-    from lmm_apa.data.audio import load_audio
+    ``backbone`` may be passed (tests, repeated calls); otherwise ``model``/``adapter`` are loaded.
+    The file is read once, when the utterance is prepared for decoding (its duration comes from
+    the header)."""
+    import warnings
 
-    if output_format not in FORMATS:
-        raise ValueError(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}")
+    from lmm_apa.data.audio import audio_info
+    from lmm_apa.models.loading import UntrainedTaskWarning, load_model, untrained_task_warning
+    from lmm_apa.prompts.tasks import get_task
+
+    _check_format(output_format)
+    get_task(task)
     path = Path(audio_path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
-    reference_utterance(text, phones)  # fail on the text before loading a model
+    utt = reference_utterance(text, phones, audio=Audio(path=str(path)))  # fails on the text before loading a model
+    duration = audio_info(utt.audio).duration
+    message = untrained_task_warning(adapter, task)
+    if message:
+        warnings.warn(message, UntrainedTaskWarning, stacklevel=2)
     if backbone is None:
-        from lmm_apa.infer.predict import load_model
-
         backbone = load_model(model, adapter, device)
-    wave = load_audio(Audio(path=str(path)), target_sr=backbone.sampling_rate, max_seconds=backbone.max_audio_seconds)
-    return assess_waveform(backbone, wave, backbone.sampling_rate, text, task, decoding, phones, output_format)
+    return _assess_utterance(backbone, utt, task, decoding, output_format, duration)
 
 
 def assess_waveforms(backbone, items, task: str = "full", decoding: str = "constrained") -> list[dict]:

@@ -7,8 +7,11 @@ Why it is built this way:
 - every line is flushed as soon as it is known, so a killed run loses at most its current batch, and
   a rerun with the same ``--out`` skips the ids already written (a line cut short by the kill is
   dropped first);
-- both decoders return the same record, so ``evaluate`` reads free and constrained predictions alike:
-  ``{"id", "task", "output", "decoding", "scores", "expected"?, "parse_ok", "error"?}``.
+- both decoders return the same record (``infer.records``), so ``evaluate`` reads free and
+  constrained predictions alike;
+- decoding defaults to constrained (as ``assess`` and ``serve`` do): every answer parses (score
+  template, or mdd's transcript grammar); each task declares its decodings (``Task.decodings``);
+- an adapter whose record lists its training tasks warns when asked for another task.
 """
 
 from __future__ import annotations
@@ -22,42 +25,11 @@ from typing import Callable, Iterable, Sequence
 from lmm_apa.data.schema import Utterance
 from lmm_apa.infer.generate import DECODINGS, Decoded, decode_batch
 from lmm_apa.infer.mdd_grammar import decode_transcripts
+from lmm_apa.infer.records import done_ids, error_record, record
+from lmm_apa.models.loading import UntrainedTaskWarning, load_model, untrained_task_warning
 from lmm_apa.prompts.tasks import TranscriptTask
-from lmm_apa.prompts.template import key_to_str
 
 BACKENDS = ("hf", "vllm")
-
-
-# --------------------------------------------------------------------------- model loading
-
-
-def adapter_base(adapter: str | Path) -> str | None:
-    """The base model an adapter folder was trained from (``lmm_apa_adapter.json``), if recorded."""
-    info = Path(adapter) / "lmm_apa_adapter.json"
-    if info.is_file():
-        return json.loads(info.read_text()).get("base") or None
-    return None
-
-
-def load_model(model: str | None, adapter: str | None = None, device: str | None = None, dtype=None):
-    """A ready backbone: ``model`` (hub id or path; when omitted, the adapter's recorded base, else
-    Qwen2-Audio-7B-Instruct), with ``adapter`` on top when given (zero-shot otherwise)."""
-    from lmm_apa.models.backbones import load_backbone
-
-    if adapter is not None and not Path(adapter).exists():
-        raise FileNotFoundError(f"adapter folder not found: {adapter}")
-    if model is None and adapter is not None:
-        model = adapter_base(adapter)
-    try:
-        backbone = load_backbone(model, device=device, dtype=dtype)
-    except OSError as e:  # not found locally and not reachable on the hub
-        raise ValueError(f"cannot load model {model or 'Qwen/Qwen2-Audio-7B-Instruct (default)'}: {e}") from e
-    if adapter is not None:
-        from lmm_apa.models.adapters import load_adapter
-
-        load_adapter(backbone, adapter)
-        backbone.model.eval()
-    return backbone
 
 
 # --------------------------------------------------------------------------- one batch
@@ -83,21 +55,6 @@ def prepare(backbone, task, utt: Utterance) -> Prepared:
     audio = load_audio(utt.audio, target_sr=backbone.sampling_rate, max_seconds=backbone.max_audio_seconds)
     fallback = utt.text + " " + " ".join(p for w in utt.words for p in w.phones)
     return Prepared(utt, audio, task.instruction(utt), template, fallback)
-
-
-def record(utt: Utterance, task, decoded: Decoded) -> dict:
-    """The prediction line of one decoded utterance (scores on the model scale, key_to_str names)."""
-    parsed = task.parse(decoded.output, utt)
-    rec = {"id": utt.id, "task": task.name, "output": decoded.output, "decoding": decoded.decoding}
-    rec.update(task.answer_fields(parsed))
-    if decoded.expected is not None:
-        rec["expected"] = {key_to_str(k): round(float(v), 5) for k, v in decoded.expected.items()}
-    rec["parse_ok"] = bool(parsed.ok)
-    return rec
-
-
-def error_record(uid: str, task_name: str, message: str) -> dict:
-    return {"id": uid, "task": task_name, "output": "", "error": message}
 
 
 def decoding_for(task, decoding: str) -> str:
@@ -153,38 +110,6 @@ def assess_utterances(backbone, task, utts: Sequence[Utterance], decoding: str, 
     return out  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------------------- resume
-
-
-def done_ids(out: Path) -> set[str]:
-    """Ids already written to ``out``. A last line cut short by a kill (no newline, or not JSON) is
-    removed from the file so the rerun appends cleanly."""
-    if not out.is_file():
-        return set()
-    data = out.read_bytes()
-    ids: set[str] = set()
-    good_end = 0
-    pos = 0
-    for line in data.splitlines(keepends=True):
-        end = pos + len(line)
-        stripped = line.strip()
-        if stripped:
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("cut short")
-                ids.add(str(json.loads(stripped)["id"]))
-            except (ValueError, KeyError, TypeError):
-                if end == len(data):  # only the last line may be broken (a kill mid-write)
-                    break
-                raise ValueError(f"{out}: line at byte {pos} is not a prediction line; refusing to resume into it")
-        good_end = end
-        pos = end
-    if good_end < len(data):
-        with open(out, "r+b") as f:
-            f.truncate(good_end)
-    return ids
-
-
 def _batches(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -193,13 +118,83 @@ def _batches(items: list, size: int) -> Iterable[list]:
 # --------------------------------------------------------------------------- the command
 
 
+class _LineWriter:
+    """Appends prediction lines to an open file, flushing each (a kill loses at most one batch),
+    and counts them for the summary."""
+
+    def __init__(self, f):
+        self.f = f
+        self.counts = {"written": 0, "errors": 0, "parse_ok": 0}
+
+    def __call__(self, rec: dict) -> None:
+        self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.f.flush()
+        self.counts["written"] += 1
+        if "error" in rec:
+            self.counts["errors"] += 1
+        elif rec.get("parse_ok"):
+            self.counts["parse_ok"] += 1
+
+
+def _check_options(out, decoding: str, backend: str, batch_size: int) -> None:
+    if out is None:
+        raise ValueError("predict needs --out (the predictions JSONL file)")
+    if decoding not in DECODINGS:
+        raise ValueError(f"unknown decoding {decoding!r}; use one of {', '.join(DECODINGS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if batch_size < 1:
+        raise ValueError("batch size must be >= 1")
+
+
+def _warn_untrained(adapter, task_name: str) -> list[str]:
+    """Warn (stderr, and in the summary) when the adapter was not trained on the task."""
+    import warnings
+
+    message = untrained_task_warning(adapter, task_name)
+    if message is None:
+        return []
+    warnings.warn(message, UntrainedTaskWarning, stacklevel=3)
+    return [message]
+
+
+def _corpus_share(source, split, limit, select, out: Path) -> tuple[list, list, set[str]]:
+    """``(utterances, load failures, ids already in out)``: this process's share of the corpus
+    (the first ``limit`` utterances; ``select`` picks one process's share under data parallelism)."""
+    from lmm_apa.data.corpus import load_corpus
+
+    corpus = load_corpus(source, split=split)
+    utts, failures = list(corpus.utterances), list(corpus.failures)
+    if limit is not None:
+        utts = utts[:limit]
+    if select is not None:
+        utts, failures = select(utts, failures)
+    return utts, failures, done_ids(out)
+
+
+def _run_hf(write, todo: list[Utterance], the_task, decoding: str, backbone, model, adapter, device,
+            batch_size: int, lookahead: int | None, progress: bool) -> int:
+    """Decode ``todo`` with transformers in batches, writing each line; returns the forward passes."""
+    from lmm_apa.infer.constrained import count_forwards
+
+    if backbone is None:
+        backbone = load_model(model, adapter, device)
+    used = decoding_for(the_task, decoding)
+    with _progress(progress, len(todo), f"{the_task.name} / {used}") as advance, count_forwards(backbone.model) as n:
+        for chunk in _batches(todo, batch_size):
+            for rec in assess_utterances(backbone, the_task, chunk, decoding, lookahead):
+                write(rec)
+            advance(len(chunk))
+    return n[0]
+
+
 def predict_corpus(
     source,
     model: str | None = None,
     adapter: str | None = None,
     task: str = "full",
     out=None,
-    decoding: str = "free",
+    decoding: str = "constrained",
     split: str | None = None,
     batch_size: int = 8,
     limit: int | None = None,
@@ -222,80 +217,40 @@ def predict_corpus(
             split=split, batch_size=batch_size, limit=limit, device=device, backend=backend, backbone=backbone,
             progress=progress, lookahead=lookahead,
         )
-    from lmm_apa.data.corpus import load_corpus
     from lmm_apa.prompts.tasks import Task, get_task
 
-    if out is None:
-        raise ValueError("predict needs --out (the predictions JSONL file)")
-    if decoding not in DECODINGS:
-        raise ValueError(f"unknown decoding {decoding!r}; use one of {', '.join(DECODINGS)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if batch_size < 1:
-        raise ValueError("batch size must be >= 1")
+    _check_options(out, decoding, backend, batch_size)
     the_task = task if isinstance(task, Task) else get_task(task)  # a Task: e.g. without its control token
     out = Path(out)
+    warned = _warn_untrained(adapter, the_task.name)
     if backend == "vllm":
         from lmm_apa.infer.vllm_backend import check_vllm
 
         check_vllm()
-    corpus = load_corpus(source, split=split)
-    utts = list(corpus.utterances)
-    failures = list(corpus.failures)
-    if limit is not None:
-        utts = utts[:limit]
-    if select is not None:
-        utts, failures = select(utts, failures)
-    already = done_ids(out)
+    utts, failures, already = _corpus_share(source, split, limit, select, out)
     todo = [u for u in utts if u.id not in already]
     todo_failures = [f for f in failures if f.id not in already and (limit is None)]
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    counts = {"written": 0, "errors": 0, "parse_ok": 0}
     forward_passes = 0
-
-    def write(f, rec: dict) -> None:
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
-        counts["written"] += 1
-        if "error" in rec:
-            counts["errors"] += 1
-        elif rec.get("parse_ok"):
-            counts["parse_ok"] += 1
-
     with open(out, "a", encoding="utf-8") as f:
+        write = _LineWriter(f)
         for fail in todo_failures:  # utterances the reader could not load: recorded, not lost
-            write(f, error_record(fail.id, the_task.name, f"load failure: {fail.reason}"))
-        if todo:
-            if backend == "vllm":
-                from lmm_apa.infer.vllm_backend import predict_vllm
+            write(error_record(fail.id, the_task.name, f"load failure: {fail.reason}"))
+        if todo and backend == "vllm":
+            from lmm_apa.infer.vllm_backend import predict_vllm
 
-                for rec in predict_vllm(todo, model=model, adapter=adapter, task=the_task, decoding=decoding, batch_size=batch_size):
-                    write(f, rec)
-            else:
-                from lmm_apa.infer.constrained import count_forwards
-
-                if backbone is None:
-                    backbone = load_model(model, adapter, device)
-                with _progress(progress, len(todo), f"{the_task.name} / {decoding}") as advance, count_forwards(backbone.model) as n:
-                    for chunk in _batches(todo, batch_size):
-                        for rec in assess_utterances(backbone, the_task, chunk, decoding, lookahead):
-                            write(f, rec)
-                        advance(len(chunk))
-                forward_passes = n[0]
-    return {
-        "out": str(out),
-        "task": the_task.name,
-        "decoding": decoding_for(the_task, decoding),
-        "backend": backend,
-        "utterances": len(utts) + (len(failures) if limit is None else 0),
-        "already_done": len(already),
-        "written": counts["written"],
-        "errors": counts["errors"],
-        "parse_ok": counts["parse_ok"],
-        "forward_passes": forward_passes,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+            for rec in predict_vllm(todo, model=model, adapter=adapter, task=the_task, decoding=decoding, batch_size=batch_size):
+                write(rec)
+        elif todo:
+            forward_passes = _run_hf(write, todo, the_task, decoding, backbone, model, adapter, device, batch_size,
+                                     lookahead, progress)
+    summary = {"out": str(out), "task": the_task.name, "decoding": decoding_for(the_task, decoding), "backend": backend,
+               "utterances": len(utts) + (len(failures) if limit is None else 0), "already_done": len(already),
+               **write.counts, "forward_passes": forward_passes, "seconds": round(time.perf_counter() - t0, 3)}
+    if warned:
+        summary["warnings"] = warned
+    return summary
 
 
 class _progress:
@@ -307,12 +262,13 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from lmm_apa.console import stderr_console
 
         self.bar = Progress(
             TextColumn("[bold]predict[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
+            console=stderr_console(), transient=False,
         )
         self.bar.__enter__()
         tid = self.bar.add_task(self.label, total=self.total)

@@ -1,10 +1,10 @@
 """What gets trained: LoRA, "Unfreeze", full fine-tuning, QLoRA (peft + bitsandbytes).
 
 - ``lora``: peft LoRA on the backbone's ``lora_target_modules`` inside the language model only
-  (seed 001: rank 8 on all target modules). For a checkpoint that ships its own LoRA (Phi-4-multimodal's
-  speech LoRA, loaded by ``load_backbone``) that LoRA is trained further instead (seed 002), unless
+  (Wang et al. 2025: rank 8 on all target modules). For a checkpoint that ships its own LoRA (Phi-4-multimodal's
+  speech LoRA, loaded by ``load_backbone``) that LoRA is trained further instead (Ahn & Nam 2025), unless
   ``own_lora=False``, which merges it into the base weights and adds a fresh LoRA.
-- ``unfreeze`` (seed 002 section 3.2): the same LoRA + the audio encoder and projector
+- ``unfreeze`` (Ahn & Nam 2025 section 3.2): the same LoRA + the audio encoder and projector
   (``backbone.unfreeze_modules``) trained in full. They are peft ``modules_to_save``, so
   ``model.save_pretrained(dir)`` writes them beside the LoRA and ``load_adapter`` restores them.
 - ``full``: every weight trainable (for tiny-model experiments); saved as a whole model.
@@ -24,7 +24,13 @@ from pathlib import Path
 from lmm_apa.models.backbones.base import Backbone
 
 METHODS = ("lora", "unfreeze", "full")
-ADAPTER_INFO = "lmm_apa_adapter.json"
+ADAPTER_INFO = "lmm_apa_adapter.json"  # the adapter's record: arch, method, base model (+ what training adds)
+
+
+def read_adapter_info(path: str | Path) -> dict:
+    """The record ``save_adapter`` wrote in an adapter folder ({} when there is none)."""
+    info_file = Path(path) / ADAPTER_INFO
+    return json.loads(info_file.read_text()) if info_file.is_file() else {}
 
 
 @dataclass(frozen=True)
@@ -129,13 +135,15 @@ def trainable_parameter_names(model) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def save_adapter(backbone: Backbone, path: str | Path) -> Path:
-    """``model.save_pretrained(path)`` plus a small record of arch, method and base source."""
+def save_adapter(backbone: Backbone, path: str | Path, extra: dict | None = None) -> Path:
+    """``model.save_pretrained(path)`` plus the adapter's record (``ADAPTER_INFO``): arch, method
+    and base source, and whatever the caller adds in ``extra`` (training adds its tasks and
+    objective). The one place the record is written."""
     path = Path(path)
     backbone.model.save_pretrained(path)
     state = backbone.adapter or AdapterState()
     info = {"arch": backbone.arch, "method": state.method, "base": backbone.source,
-            "own_lora_merged": state.own_lora_merged}
+            "own_lora_merged": state.own_lora_merged, **(extra or {})}
     (path / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return path
 
@@ -147,8 +155,7 @@ def load_adapter(backbone: Backbone, path: str | Path, is_trainable: bool = Fals
     from peft import PeftModel
 
     path = Path(path)
-    info_file = path / ADAPTER_INFO
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = read_adapter_info(path)
     merged = bool(info.get("own_lora_merged", False))
     current = backbone.model
     if isinstance(current, PeftModel):

@@ -96,9 +96,11 @@ def build_examples(
 def estimate_lengths(
     examples: list[Example], tokenizer, arch: str, skip_log: SkipLog, max_seconds: Optional[float] = None
 ) -> list[Example]:
-    """Fill ``Example.length``; drop (and record) examples whose audio header is unreadable or too long."""
+    """Fill ``Example.length``; drop (and record) examples whose audio header is unreadable or too long.
+    A recording is checked once, but every (utterance, task) example it drops is recorded, so the
+    skip count is right per task."""
     spec = spec_for(arch)
-    kept, seconds = [], {}
+    kept, seconds, why = [], {}, {}
     for ex in examples:
         if ex.utt.id not in seconds:
             try:
@@ -108,10 +110,11 @@ def estimate_lengths(
                         f"{ex.utt.audio.describe()}: audio is {seconds[ex.utt.id]:.2f} s long, over the {max_seconds:g} s limit"
                     )
             except AudioError as e:
-                seconds[ex.utt.id] = None
-                skip_log.record(ex.utt.id, ex.task, "audio", str(e))
+                seconds[ex.utt.id], why[ex.utt.id] = None, str(e)
         if seconds[ex.utt.id] is not None:
             kept.append(ex)
+        else:
+            skip_log.record(ex.utt.id, ex.task, "audio", why[ex.utt.id])
     if not kept:
         return kept
     texts = [ex.prompt + ex.target for ex in kept]

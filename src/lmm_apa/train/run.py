@@ -33,7 +33,6 @@ import yaml
 from lmm_apa.train.config import TrainConfig, load_config
 from lmm_apa.train.dataset import SkipLog, TrainDataset, build_examples, estimate_lengths
 
-ADAPTER_INFO = "lmm_apa_adapter.json"
 REFERENCE_ADAPTER = "reference"  # the frozen SFT adapter a DPO run started from (never saved)
 
 
@@ -120,7 +119,7 @@ def _save_adapter(trainer, backbone, cfg: TrainConfig, out: Path, name: str = "a
     ``lmm_apa_adapter.json`` naming arch, method and base model, which ``load_adapter`` and
     ``--adapter`` read), with the tokenizer and the run's tasks/objective added. Written to
     ``<name>.tmp`` and renamed: never half a model. A DPO reference adapter is left out."""
-    from lmm_apa.models.adapters import ADAPTER_INFO, save_adapter
+    from lmm_apa.models.adapters import save_adapter
 
     final, tmp = out / name, out / f"{name}.tmp"
     trainer.accelerator.wait_for_everyone()
@@ -129,15 +128,13 @@ def _save_adapter(trainer, backbone, cfg: TrainConfig, out: Path, name: str = "a
             shutil.rmtree(tmp)
         if Path(backbone.source).exists():
             backbone.source = str(Path(backbone.source).resolve())
-        save_adapter(backbone, tmp)
+        save_adapter(backbone, tmp, extra={
+            "objective": cfg.objective, "tasks": list(cfg.tasks), "lora": cfg.lora.model_dump(),
+            "quantization": "4bit" if cfg.method == "qlora" else None, "config": cfg.name,
+            "init_adapter": cfg.init_adapter})
         shutil.rmtree(tmp / REFERENCE_ADAPTER, ignore_errors=True)  # peft saves extra adapters in subfolders
         if backbone.tokenizer is not None:
             backbone.tokenizer.save_pretrained(str(tmp))
-        info = json.loads((tmp / ADAPTER_INFO).read_text())
-        info.update({"objective": cfg.objective, "tasks": list(cfg.tasks), "lora": cfg.lora.model_dump(),
-                     "quantization": "4bit" if cfg.method == "qlora" else None, "config": cfg.name,
-                     "init_adapter": cfg.init_adapter})
-        (tmp / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -183,13 +180,12 @@ def read_init_adapter(cfg: TrainConfig) -> dict:
     """The ``lmm_apa_adapter.json`` of ``cfg.init_adapter``, checked against the config: the folder
     exists, and it was trained with the same method (the adapter's structure is what training
     continues; ``lora`` and ``qlora`` share it)."""
-    from lmm_apa.models.adapters import ADAPTER_INFO as INFO
+    from lmm_apa.models.adapters import read_adapter_info
 
     folder = Path(cfg.init_adapter)
     if not folder.is_dir():
         raise FileNotFoundError(f"init_adapter {folder}: no such adapter folder (train the SFT run first)")
-    info_file = folder / INFO
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = read_adapter_info(folder)
     method = "lora" if cfg.method == "qlora" else cfg.method
     if info.get("method") and info["method"] != method:
         raise ValueError(f"init_adapter {folder} was trained with method '{info['method']}', "
