@@ -220,18 +220,20 @@ def serve(
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seeds the corpus, the tiny model and training (0 to 2**32 - 1)"),
     model: Optional[str] = typer.Option(None, "--model", help="a real backbone (GPU); default: the tiny Qwen2-Audio-architecture model"),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="a real labelled corpus instead of the synthetic one"),
+    utterances: Optional[int] = typer.Option(None, "--utterances", help="size of the synthetic corpus (default 1000: 800 train / 200 held-out)"),
 ) -> None:
-    """The main job: synthetic corpus -> fine-tune -> predict -> evaluate -> report."""
-    from lmm_apa.demo import run_demo
+    """The main job: synthetic corpus -> fine-tune -> predict -> evaluate -> report; the last line says whether it learned."""
+    from lmm_apa.demo import DEMO_UTTERANCES, run_demo
 
     try:
-        result = run_demo(out, seed=seed, model=model, corpus=corpus)
+        result = run_demo(out, seed=seed, model=model, corpus=corpus, utterances=DEMO_UTTERANCES if utterances is None else utterances)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(result, indent=2))
+    typer.echo(result["verdict"], err=True)  # last: the plain verdict, after the machine-readable summary
 
 
 @app.command("reproduce")
