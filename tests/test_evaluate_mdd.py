@@ -169,3 +169,28 @@ def test_hf_copy_round_trip_keeps_every_annotation_shape(tmp_path):
     assert target.endswith("'phoneme_transcript': 'S IY L OW <unk> AY B AE'}")
     m = score(utt, target)
     assert (m["wer"], m["per"], m["precision"], m["recall"]) == (0.0, 0.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("junk, warned", [(1, False), (2, True)])
+def test_runs_with_many_unparsed_answers_are_flagged(junk, warned):
+    """More than 5 % of a task's answers unparsed: a warning in metrics.json and in report.md (the
+    figures then cover the parsed answers only); the junk itself is never scored."""
+    from lmm_apa.evaluate.report import render_report
+    from lmm_apa.evaluate.run import evaluate_records
+
+    utt = utterance_from_row(ROW, 0, "test", Path("."), "so762")
+    refs, records = {}, []
+    for k in range(20):
+        u = Utterance(f"u{k}", utt.text, utt.words, utt.audio)
+        refs[u.id] = u
+        output = get_task("mdd").target(u)
+        if k < junk:
+            output = "{'word_transcript': 'phoneme_transcript': 'phoneme_transcript': 'phoneme_transcript'"
+        records.append({"id": u.id, "task": "mdd", "output": output})
+    metrics, _ = evaluate_records(records, refs)
+    assert metrics["tasks"]["mdd"]["parse_failures"] == junk and metrics["mdd"]["n"] == 20 - junk
+    assert metrics["tasks"]["mdd"]["parse_failure_rate"] == pytest.approx(junk / 20)
+    assert metrics["mdd"]["per"] == 0.0 and metrics["mdd"]["recall"] == 1.0
+    assert bool(metrics["warnings"]) is warned
+    report = render_report(metrics)
+    assert ("**Warning:** mdd: 2 of 20 answers (10%) could not be parsed" in report) is warned

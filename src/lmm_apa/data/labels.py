@@ -16,7 +16,6 @@ from lmm_apa.data.lexicon import strip_position_mark
 from lmm_apa.data.schema import SENTENCE_ASPECTS, Mispronunciation, SentenceScores, Word
 
 PHONE_RANGE = (0.0, 2.0)
-SCORE_RANGE = (0.0, 10.0)
 
 
 class LabelError(ValueError):

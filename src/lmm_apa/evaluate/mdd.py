@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from lmm_apa.data.phones import heard_phones as word_heard_phones
-from lmm_apa.data.phones import normalise_phone, normalise_transcript
+from lmm_apa.data.phones import UNK, normalise_phone, normalise_transcript
 from lmm_apa.data.schema import Utterance
 from lmm_apa.evaluate.metrics import detection_scores, error_rate, normalise_text, score_metrics
 from lmm_apa.prompts.align import edit_alignment
@@ -41,7 +41,7 @@ def heard_phones(utt: Utterance, keep_star: bool = False) -> tuple[list[str], li
     canonical: list[str] = []
     heard: list[str | None] = []
     for w in utt.words:
-        canonical.extend(normalise_phone(p) or "<unk>" for p in w.phones)
+        canonical.extend(normalise_phone(p) or UNK for p in w.phones)
         heard.extend(word_heard_phones(w.phones, w.mispronunciations, keep_star))
     return canonical, heard
 

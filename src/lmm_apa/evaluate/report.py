@@ -50,9 +50,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _summary(metrics: dict) -> list[str]:
-    """What was scored, and how much was not: every kind of dropped line is counted here."""
-    return [
-        "# LMM-APA evaluation", "",
+    """What was scored, and how much was not: every kind of dropped line is counted here; a task
+    with too many unparsed answers gets a warning line (``run.parse_failure_warnings``)."""
+    warnings = [f"**Warning:** {w}  " for w in metrics.get("warnings", [])]
+    return ["# LMM-APA evaluation", ""] + warnings + ([""] if warnings else []) + [
         f"Predictions: `{metrics.get('predictions', '?')}`  ",
         f"Reference: `{metrics.get('reference', '?')}`  ",
         f"Scored predictions: {metrics['n']}; parse failures: {metrics['parse_failures']}; "

@@ -193,6 +193,22 @@ def _mdd_section(mdd: MddAccumulator, references: Mapping[str, Utterance], predi
     return section
 
 
+PARSE_FAILURE_WARNING_RATE = 0.05  # a task with more of its answers unparsed than this is flagged
+
+
+def parse_failure_warnings(tasks: Mapping[str, dict]) -> list[str]:
+    """One line per task whose answers failed to parse (or errored) in more than
+    ``PARSE_FAILURE_WARNING_RATE`` of its lines: its figures cover the parsed answers only, so they
+    may flatter the model (a run whose junk answers were dropped is not comparable to the papers)."""
+    out = []
+    for name, t in tasks.items():
+        rate = t.get("parse_failure_rate")
+        if rate is not None and rate > PARSE_FAILURE_WARNING_RATE:
+            out.append(f"{name}: {t['parse_failures']} of {t['n']} answers ({rate:.0%}) could not be parsed, more than "
+                       f"{PARSE_FAILURE_WARNING_RATE:.0%}; its figures cover the parsed answers only")
+    return out
+
+
 def evaluate_records(records: list[dict], references: Mapping[str, Utterance], bad_lines: list[dict] | None = None) -> tuple[dict, dict]:
     """The core, free of files: ``(metrics, details)``. ``details`` holds the score pairs per
     (source, level, aspect) for plots: ``details["pairs"]["main"][(level, aspect)]`` is a list of
@@ -219,9 +235,13 @@ def evaluate_records(records: list[dict], references: Mapping[str, Utterance], b
         metrics["expected"] = {"n": sum(1 for r in latest.values() if isinstance(r.get("expected"), dict)),
                                **_level_block(expected_pairs, sorted(expected_pairs, key=_aspect_order))}
     metrics["tasks"] = {
-        t: {"n": tally.n, "parse_failures": len(tally.failures), **_level_block(tally.pairs, tally.task.aspects)}
+        t: {"n": tally.n, "parse_failures": len(tally.failures),
+            "parse_failure_rate": len(tally.failures) / tally.n if tally.n else None,
+            **_level_block(tally.pairs, tally.task.aspects)}
         for t, tally in tallies.items()
     }
+    metrics["parse_failure_rate"] = len(failures) / len(latest) if latest else None
+    metrics["warnings"] = parse_failure_warnings(metrics["tasks"])
     metrics.update(unknown_ids=sorted(set(unknown_ids)), n_unknown_ids=len(unknown_ids), unpredicted=unpredicted,
                    n_unpredicted=len(unpredicted), duplicates=duplicates, bad_lines=bad_lines, failures=failures)
     details = {"pairs": {"main": main_pairs, "expected": expected_pairs}, "owner": owner}
