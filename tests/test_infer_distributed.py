@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,10 @@ def test_selector_shards_what_is_not_done_and_gives_failures_to_process_0():
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", "29533", "--no-python",
+    with socket.socket() as sock:  # a free port: other runs of the suite may be launching too
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(port), "--no-python",
            str(Path(sys.executable).with_name("lmm-apa")), *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
