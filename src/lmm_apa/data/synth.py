@@ -83,6 +83,8 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 
+from lmm_apa.data.phones import DELETED
+
 SAMPLE_RATE = 16000
 N_RATERS = 5
 UTTERANCES_PER_SPEAKER = 5
@@ -266,7 +268,7 @@ def _plan_word(rng: np.random.Generator, word: str, word_deleted: bool, z: float
     accuracy = int(round(5 * float(np.mean(phone_scores))))
     stress = 5 if stress_error else 10
     mis = [
-        {"canonical-phone": p, "index": i, "pronounced-phone": "<DEL>" if s == "deleted" else q}
+        {"canonical-phone": p, "index": i, "pronounced-phone": DELETED if s == "deleted" else q}
         for i, (p, q, s) in enumerate(zip(phones, said, states))
         if s in ("deleted", "substituted")
     ]

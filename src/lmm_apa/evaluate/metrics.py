@@ -14,7 +14,6 @@ prompt asks for CMUdict phones as in "AA, IH", and stress is not part of phone i
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Sequence
 
@@ -145,6 +144,3 @@ def detection_scores(counts: dict) -> dict:
         f1 = 2 * precision * recall / (precision + recall)
     return {"precision": precision, "recall": recall, "f1": f1}
 
-
-def finite_or_none(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)

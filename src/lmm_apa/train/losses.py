@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from lmm_apa.models.backbones.base import IGNORE_INDEX
 
 
 def answer_positions(labels: torch.Tensor) -> torch.Tensor:

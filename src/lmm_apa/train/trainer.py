@@ -39,6 +39,7 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from lmm_apa.models.backbones.base import IGNORE_INDEX
 from lmm_apa.models.logits import logits_only_at
 from lmm_apa.train.losses import (answer_positions, answer_token_nll, dpo_ce_loss, first_rows, sequence_logps,
                                    simpo_ce_loss)
@@ -114,7 +115,7 @@ class APATrainer(Trainer):
         outputs = answer_logits(model, inputs, labels)
         total = answer_token_nll(outputs.logits, labels, reduction="sum")
         if num_items_in_batch is None:  # not in a training step: a plain token mean
-            loss = total / labels[:, 1:].ne(-100).sum().clamp(min=1)
+            loss = total / labels[:, 1:].ne(IGNORE_INDEX).sum().clamp(min=1)
         else:
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
