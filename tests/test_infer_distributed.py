@@ -128,3 +128,11 @@ def test_two_cpu_processes_equal_one_and_resume(tiny_qwen2_audio, tmp_path):
     summaries = _split_json(done.stdout)
     assert sorted(s["process"] for s in summaries) == [0, 1]
     assert sum(s["written"] for s in summaries) == len(lines) - 2  # the two seeded lines were not redone
+
+
+def test_vllm_is_refused_under_a_launcher(monkeypatch, tmp_path):
+    from lmm_apa.infer.predict import predict_corpus
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="--backend vllm runs in one process"):
+        predict_corpus(tmp_path / "corpus.jsonl", out=tmp_path / "p.jsonl", backend="vllm", progress=False)
