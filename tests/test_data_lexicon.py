@@ -5,17 +5,17 @@ import pytest
 from lmm_apa.data.lexicon import (
     LexiconError,
     load_lexicon,
-    normalise_text,
+    lexicon_words,
     parse_explicit_phones,
     phones_for_text,
     strip_position_mark,
 )
 
 
-def test_normalise_text_handles_case_punctuation_and_apostrophes():
-    assert normalise_text("Don't stop, NOW!") == ["DON'T", "STOP", "NOW"]
-    assert normalise_text("'Hello,' she said\u2019s…") == ["HELLO", "SHE", "SAID'S"]
-    assert normalise_text("well-known  rock'n'roll") == ["WELL", "KNOWN", "ROCK'N'ROLL"]
+def test_lexicon_words_handles_case_punctuation_and_apostrophes():
+    assert lexicon_words("Don't stop, NOW!") == ["DON'T", "STOP", "NOW"]
+    assert lexicon_words("'Hello,' she said\u2019s…") == ["HELLO", "SHE", "SAID'S"]
+    assert lexicon_words("well-known  rock'n'roll") == ["WELL", "KNOWN", "ROCK'N'ROLL"]
 
 
 def test_strip_position_mark_only_strips_kaldi_marks():

@@ -40,13 +40,14 @@ def strip_position_mark(phone: str) -> str:
     return _POSITION_MARK.sub("", phone)
 
 
-def normalise_word(word: str) -> str:
-    """Upper-case, curly apostrophes made straight, apostrophes kept only inside the word."""
+def lexicon_spelling(word: str) -> str:
+    """A word as the lexicons spell their keys, for lookup: upper-case, curly apostrophes made
+    straight, apostrophes kept only inside the word, other non-word characters removed."""
     w = _NON_WORD.sub("", word.translate(_APOSTROPHES).upper())
     return w.strip("'")
 
 
-def normalise_text(text: str) -> list[str]:
+def lexicon_words(text: str) -> list[str]:
     """Split a reference text into normalised words: case, punctuation and apostrophes handled as
     the lexicons spell words ("Don't!" -> ["DON'T"], "'Hello,' she said." -> ["HELLO", "SHE", "SAID"])."""
     words = []
@@ -69,7 +70,7 @@ def load_lexicon(path: str | Path) -> dict[str, list[str]]:
                 continue
             if len(parts) < 2:
                 raise ValueError(f"{path}:{lineno}: expected 'WORD<TAB>PHONES', got {line.strip()!r}")
-            word = normalise_word(parts[0])
+            word = lexicon_spelling(parts[0])
             if word and word not in lex:
                 lex[word] = [strip_position_mark(p) for p in parts[1:]]
     return lex
@@ -85,7 +86,7 @@ def cmudict_lexicon() -> dict[str, list[str]]:
 
 def lookup(word: str, lexicon: Lexicon | None = None) -> list[str] | None:
     """Phones of one word: the given lexicon, then CMUdict; ``None`` if neither knows it."""
-    w = normalise_word(word)
+    w = lexicon_spelling(word)
     if lexicon is not None and w in lexicon:
         return list(lexicon[w])
     phones = cmudict_lexicon().get(w)
@@ -110,7 +111,7 @@ def phones_for_text(
 
     ``explicit`` phones (one group per word) bypass the lookup; their word count must match.
     Raises :class:`LexiconError` naming every word that neither lexicon knows."""
-    words = normalise_text(text)
+    words = lexicon_words(text)
     if not words:
         raise ValueError(f"reference text has no words: {text!r}")
     if explicit is not None:

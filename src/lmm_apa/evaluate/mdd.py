@@ -29,7 +29,7 @@ from typing import Sequence
 from lmm_apa.data.phones import heard_phones as word_heard_phones
 from lmm_apa.data.phones import UNK, normalise_phone, normalise_transcript
 from lmm_apa.data.schema import Utterance
-from lmm_apa.evaluate.metrics import detection_scores, error_rate, normalise_text, score_metrics
+from lmm_apa.evaluate.metrics import detection_scores, error_rate, score_metrics, wer_words
 from lmm_apa.prompts.align import edit_alignment
 
 COUNT_KEYS = ("ta", "fr", "fa", "tr", "correct_diagnosis")
@@ -123,8 +123,8 @@ class MddAccumulator:
     def add(self, utt: Utterance, word_transcript: str | None, phone_transcript: str | None) -> None:
         """One utterance's transcripts (None: not given or not parsed; that part is not scored)."""
         if word_transcript is not None:
-            self.word_refs.append(normalise_text(utt.text).split())
-            self.word_hyps.append(normalise_text(word_transcript).split())
+            self.word_refs.append(wer_words(utt.text))
+            self.word_hyps.append(wer_words(word_transcript))
         if phone_transcript is not None and utt.words and all(w.phones for w in utt.words):
             canonical, heard = heard_phones(utt, self.keep_star)
             ref = [h for h in heard if h is not None]

@@ -81,10 +81,12 @@ def score_metrics(pred: Sequence[float], human: Sequence[float]) -> dict:
 
 
 # --------------------------------------------------------------------------- WER / PER
-def normalise_text(text: str) -> str:
-    """Upper case, punctuation removed (apostrophes inside words kept): "That's it." -> "THAT'S IT"."""
+def wer_words(text: str) -> list[str]:
+    """The words WER compares: upper case, punctuation removed, apostrophes inside words and
+    ``<unk>`` kept ("That's it." -> ["THAT'S", "IT"]). Not the lexicon's spelling
+    (``data.lexicon.lexicon_words`` splits "well-known" in two; a transcript's hyphen is a space)."""
     text = re.sub(r"[^\w'<>\s]", " ", text.upper())
-    return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
+    return [w.strip("'") for w in text.split() if w.strip("'")]
 
 
 def normalise_phones(phones: Sequence[str] | str, strip_stress: bool = True) -> list[str]:
@@ -122,8 +124,8 @@ def error_rate(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> 
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float | None:
-    """Corpus WER of transcripts (normalised with ``normalise_text``)."""
-    return error_rate([normalise_text(r).split() for r in refs], [normalise_text(h).split() for h in hyps])["rate"]
+    """Corpus WER of transcripts (words from ``wer_words``)."""
+    return error_rate([wer_words(r) for r in refs], [wer_words(h) for h in hyps])["rate"]
 
 
 def per(refs: Sequence[Sequence[str] | str], hyps: Sequence[Sequence[str] | str], strip_stress: bool = True) -> float | None:

@@ -22,8 +22,9 @@ from difflib import SequenceMatcher
 from typing import Sequence
 
 
-def normalise_word(word: str) -> str:
-    """Case- and punctuation-insensitive form used to compare words ("Bear," == "BEAR")."""
+def word_match_key(word: str) -> str:
+    """The form in which a word of a model's answer is matched to a reference word: case and
+    punctuation ignored, letters, digits and inner apostrophes kept ("Bear," == "BEAR")."""
     return "".join(ch for ch in word.upper() if ch.isalnum() or ch == "'").strip("'")
 
 

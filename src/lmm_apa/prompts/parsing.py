@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from lmm_apa.prompts.align import align, normalise_word
+from lmm_apa.prompts.align import align, word_match_key
 from lmm_apa.prompts.mdd_answer import KEYS as MDD_KEYS
 from lmm_apa.prompts.mdd_answer import PHONE_KEY as MDD_PHONE_KEY
 from lmm_apa.prompts.mdd_answer import WORD_KEY as MDD_WORD_KEY
@@ -279,12 +279,12 @@ def _parse_word_line(text: str, spec: WordLine, words: Sequence[str], result: Pa
     hyp: list[tuple[str, list[str]]] = []
     for token in content.split():
         split = _split_token(token)
-        if split is None or not normalise_word(split[0]):
+        if split is None or not word_match_key(split[0]):
             result.extra.append(token)
         else:
             hyp.append(split)
-    ref_keys = [normalise_word(w) for w in words]
-    pairs = align(ref_keys, [normalise_word(h[0]) for h in hyp])
+    ref_keys = [word_match_key(w) for w in words]
+    pairs = align(ref_keys, [word_match_key(h[0]) for h in hyp])
     used = {j for _, j in pairs}
     result.extra.extend("/".join([hyp[j][0], *hyp[j][1]]) for j in range(len(hyp)) if j not in used)
     for i, j in pairs:

@@ -53,9 +53,9 @@ def clean_text(text: str, limits: TextLimits) -> str:
     if foreign:
         raise ApiError(422, "text_not_english", "the text has letters outside the English alphabet: "
                        + capped(foreign), "text")
-    from lmm_apa.data.lexicon import normalise_text
+    from lmm_apa.data.lexicon import lexicon_words
 
-    n_words = len(normalise_text(plain))
+    n_words = len(lexicon_words(plain))
     if n_words > limits.max_words:
         raise ApiError(422, "text_too_long", f"the text has {n_words} words; the limit is {limits.max_words} "
                        "(one sentence at a time)", "text")
