@@ -229,6 +229,35 @@ def _write_report(out: Path, metrics: dict, silenced: dict | None, judged: dict,
     return report
 
 
+def _train(config: str, sets: list[str], out: Path, console):
+    """Fine-tune as ``config`` + ``sets`` say; (resolved config, training summary with its adapter)."""
+    from lmm_apa.train.config import load_config
+    from lmm_apa.train.run import train_from_config
+
+    cfg = load_config(config, sets)
+    console.print(f"[green]training[/] {config} ({cfg.method}, task {cfg.tasks[0]}) on {cfg.model}")
+    train = train_from_config(config, overrides=sets)
+    if not train.get("adapter"):
+        raise RuntimeError(f"training stopped before the end (see {out / 'train'}); no adapter to assess")
+    return cfg, train
+
+
+def _result(out: Path, report: Path, metrics: dict, silenced: dict | None, judged: dict, timings: dict,
+            run: dict) -> dict:
+    """The demo's summary (returned, and written to ``demo_summary.json``)."""
+    levels = ("sentence", "word", "phone")
+    return {
+        "out": str(out), "report": str(report), "metrics": str(out / "metrics.json"),
+        "predictions": str(out / "predictions.jsonl"), **run,
+        "sentence_accuracy_pcc": {"expected": level_pcc(metrics), "argmax": level_pcc(metrics, expected=False),
+                                  "silenced": judged["silenced_pcc"]},
+        "accuracy_pcc": {lv: level_pcc(metrics, lv) for lv in levels},
+        "silenced_accuracy_pcc": {lv: level_pcc(silenced, lv) for lv in levels} if silenced else None,
+        "argmax_constant": _argmax_constant(metrics), "learned": judged["learned"], "verdict": judged["line"],
+        "parse_failures": metrics.get("parse_failures"), "n_test": metrics.get("n"), "timings": timings,
+    }
+
+
 def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = None, corpus: str | Path | None = None,
              utterances: int = DEMO_UTTERANCES, overrides: list[str] | None = None, recipe: str = "demo",
              test_fraction: float = TEST_FRACTION, silence_control: bool = True) -> dict:
@@ -238,9 +267,6 @@ def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = No
     labelled corpus (SO762 layout or any format ``load_corpus`` reads, with train and test splits).
     ``recipe``: one of ``RECIPES`` (the tiny model's architecture, task and goals). ``overrides`` are
     extra ``--set`` items for the training config (tests shorten runs with them)."""
-    from lmm_apa.train.config import load_config
-    from lmm_apa.train.run import train_from_config
-
     the_recipe = RECIPES.get(recipe)
     if the_recipe is None:
         raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
@@ -257,15 +283,10 @@ def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = No
     model, config = (_make_tiny_model(out, seed, the_recipe.arch, console), TINY_CONFIG) if tiny else (model, REAL_CONFIG)
     sets = [f"model={model}", f"data.train=[{{path: '{corpus}', split: train}}]", f"output_dir={out / 'train'}",
             f"seed={seed}", "resume=false", *(the_recipe.overrides if tiny else ()), *(overrides or [])]
-    cfg = load_config(config, sets)
-    task = cfg.tasks[0]
-    console.print(f"[green]training[/] {config} ({cfg.method}, task {task}) on {model}")
     t = time.perf_counter()
-    train = train_from_config(config, overrides=sets)
+    cfg, train = _train(config, sets, out, console)
+    task = cfg.tasks[0]
     timings["train_s"] = round(time.perf_counter() - t, 1)
-    if not train.get("adapter"):
-        raise RuntimeError(f"training stopped before the end (see {out / 'train'}); no adapter to assess")
-
     t = time.perf_counter()
     with console.status("assessing the held-out split (constrained + expected-score decoding)"):
         pred, metrics = _assess(corpus, model, train["adapter"], task, out / "predictions.jsonl", out)
@@ -282,17 +303,9 @@ def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = No
         what=WHAT_TINY.format(arch=the_recipe.arch) if tiny else WHAT_REAL, corpus=corpus,
         n_test=pred.get("written", metrics.get("n")), model=model, config=config, method=cfg.method,
         steps=train.get("global_step"), train_s=timings["train_s"], wall_s=timings["wall_s"]))
-    result = {
-        "out": str(out), "report": str(report), "metrics": str(out / "metrics.json"),
-        "predictions": str(out / "predictions.jsonl"), "corpus": str(corpus), "model": model, "config": config,
-        "recipe": recipe if tiny else None, "task": task, "steps": train.get("global_step"),
-        "sentence_accuracy_pcc": {"expected": level_pcc(metrics), "argmax": level_pcc(metrics, expected=False),
-                                  "silenced": judged["silenced_pcc"]},
-        "accuracy_pcc": {lv: level_pcc(metrics, lv) for lv in ("sentence", "word", "phone")},
-        "silenced_accuracy_pcc": {lv: level_pcc(silenced, lv) for lv in ("sentence", "word", "phone")} if silenced else None,
-        "argmax_constant": _argmax_constant(metrics), "learned": judged["learned"], "verdict": judged["line"],
-        "parse_failures": metrics.get("parse_failures"), "n_test": metrics.get("n"), "timings": timings,
-    }
+    result = _result(out, report, metrics, silenced, judged, timings, dict(
+        corpus=str(corpus), model=model, config=config, recipe=recipe if tiny else None, task=task,
+        steps=train.get("global_step")))
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2) + "\n")
     _print_outcome(console, result, tiny)
     return result
