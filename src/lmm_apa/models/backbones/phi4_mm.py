@@ -41,6 +41,7 @@ log-probabilities then equal the clip alone to float rounding (tested to 1e-4 in
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Sequence
@@ -147,25 +148,34 @@ def encode_each_clip_alone(model) -> None:
     module docstring: the encoder's own masking lets padding leak). Rows are cut to the mel frames
     the mask marks, encoded one by one without a mask (exactly the unbatched call), and zero-padded
     back to a common width; the embedding reads only each row's first ``audio_embed_sizes[i]``
-    frames. Idempotent; a call without a mask (one clip) is passed through unchanged."""
-    import torch
+    frames. Idempotent; a call without a mask (one clip) is passed through unchanged.
 
+    Done by swapping the encoder's class for a subclass, not by patching ``forward`` on the
+    instance: peft's Unfreeze (``modules_to_save``) deep-copies the encoder, and a patched
+    ``forward`` closure would keep calling the frozen original instead of the trained copy."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     encoder = base.model.embed_tokens_extend.audio_embed.encoder
-    if getattr(encoder, "_lmm_apa_per_clip", False):
-        return
-    batched_forward = encoder.forward
+    if not getattr(encoder, "_lmm_apa_per_clip", False):
+        encoder.__class__ = _per_clip_class(type(encoder))
 
-    def per_clip_forward(hidden_states, mask=None, **kwargs):
+
+@functools.cache
+def _per_clip_class(encoder_class: type) -> type:
+    """``encoder_class`` with a forward that encodes each masked row alone (cached per class, so
+    every wrapped encoder of one class shares one subclass)."""
+    import torch
+
+    def forward(self, hidden_states, mask=None, **kwargs):
         if mask is None:
-            return batched_forward(hidden_states, mask, **kwargs)
+            return encoder_class.forward(self, hidden_states, mask, **kwargs)
         lengths = mask.reshape(mask.shape[0], -1).sum(-1).tolist()
-        outs = [batched_forward(hidden_states[i : i + 1, : int(n)], None, **kwargs) for i, n in enumerate(lengths)]
+        outs = [encoder_class.forward(self, hidden_states[i : i + 1, : int(n)], None, **kwargs)
+                for i, n in enumerate(lengths)]
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, 0, 0, width - o.shape[1])) for o in outs])
 
-    encoder.forward = per_clip_forward
-    encoder._lmm_apa_per_clip = True
+    return type(f"PerClip{encoder_class.__name__}", (encoder_class,),
+                {"forward": forward, "_lmm_apa_per_clip": True, "__module__": encoder_class.__module__})
 
 
 def _has_speech_lora(source: str) -> bool:
