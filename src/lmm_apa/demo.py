@@ -12,7 +12,7 @@ the model really learns from the audio (the synthetic scores are a known functio
 broken stage shows up as a low correlation, and a model that learned from the sound loses its
 correlation when the sound is taken away). The figures check the pipeline; they say nothing about
 real learners' speech. With ``model`` (a real backbone id or path) and ``corpus`` (a real labelled
-corpus) the same function runs Wang et al. 2025's configuration (``seed001_ft``) for GPU users.
+corpus) the same function runs Wang et al. 2025's configuration (``wang2025_ft``) for GPU users.
 
 Recipes (``RECIPES``): ``demo`` is what ``lmm-apa demo`` runs; ``full`` (Wang et al. 2025's
 sentence + word + phone answer) and ``phi4-apa`` (the tiny Phi-4-multimodal on Ahn & Nam 2025's
@@ -33,7 +33,7 @@ MIN_HELD_OUT = 10  # a correlation on fewer held-out readings says nothing
 SEED_MAX = 2**32 - 1  # numpy, torch and transformers' set_seed all take seeds in [0, 2**32 - 1]
 TINY_CONFIG = "tiny_demo"
 TINY_AUDIO_SECONDS = 6  # the synthetic corpus never exceeds 6 s (lmm_apa.data.synth.MAX_SECONDS)
-REAL_CONFIG = "seed001_ft"
+REAL_CONFIG = "wang2025_ft"
 SILENCE_GOAL = 0.2  # with the audio silenced, a model that learned from the sound falls below this
 
 
