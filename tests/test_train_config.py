@@ -104,3 +104,24 @@ def test_missing_config_lists_the_shipped_ones(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(bad)
+
+
+def test_config_names_used_in_the_code_and_docs_are_shipped():
+    """A renamed config must not leave a stale name behind (the demo, the reproduce tables, docs)."""
+    import re
+    from pathlib import Path
+
+    import lmm_apa
+
+    root = Path(lmm_apa.__file__).resolve().parent
+    files = [p for p in root.rglob("*.py")] + [p for p in (root.parent.parent / "docs").glob("*.md")]
+    files += [root.parent.parent / "README.md"]
+    shipped = set(shipped_configs())
+    stale = {}
+    for f in files:
+        if not f.is_file():
+            continue
+        for name in re.findall(r"\b((?:wang2025|ahn2025|seed00\d)_[a-z_]+[a-z])\b", f.read_text(encoding="utf-8")):
+            if name not in shipped:
+                stale.setdefault(name, set()).add(f.name)
+    assert not stale, f"config names that are not shipped: {stale}"
