@@ -60,7 +60,7 @@ def test_evaluate_cli_writes_metrics_report_and_plots(tmp_path, so762_labelled_t
 
     report = (out / "report.md").read_text()
     assert "| GOPT | 0.29 |" in report and "**this run**" in report and "**this run (expected score)**" in report
-    assert "seed 002 LoRA 3 ep | 0.140 | 0.114" in report
+    assert "Ahn & Nam 2025 LoRA 3 ep | 0.140 | 0.114" in report
     assert "not-in-reference" in report and utts[-1].id in report
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["confusion_argmax.png", "confusion_expected.png", "scatter_argmax.png", "scatter_expected.png"]
