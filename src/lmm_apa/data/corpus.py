@@ -5,7 +5,7 @@ have (an SO762 tree, a ``save_to_disk`` folder, parquet, a manifest) and the lay
 is unambiguously. Audio is not read here (paths stay lazy; HF copies carry arrays); ``data stats``
 and ``audio.load_audio`` open the files.
 
-Several sources (a list) are mixed for training, e.g. seed 001's "FT + Private":
+Several sources (a list) are mixed for training, e.g. Wang et al. 2025's "FT + Private":
 ``load_corpora(["so762/", "private.jsonl"], weights=[1, 1])``.
 """
 

@@ -3,7 +3,7 @@
 Why two sources: SO762 ships its own lexicon (``resource/lexicon.txt``), whose pronunciations are
 the ones its phone scores were annotated against, so it must win; a learner's free text (``assess``,
 private corpora without phones) needs a general dictionary, and CMUdict is the one the field and
-seed 002's MDD prompt use. A word found in neither is an error that names it: guessing phones
+Ahn & Nam 2025's MDD prompt use. A word found in neither is an error that names it: guessing phones
 would silently corrupt the phone-level prompt. A caller who knows better passes phones explicitly.
 
 Phones are kept exactly as the source writes them (CMUdict symbols with stress digits, e.g. ``IY0``);
@@ -94,7 +94,7 @@ def lookup(word: str, lexicon: Lexicon | None = None) -> list[str] | None:
 
 
 def parse_explicit_phones(explicit: str | Sequence[Sequence[str]]) -> list[list[str]]:
-    """``"W IY0 - K AO1 L"`` (words separated by " - ", as in seed 001's prompt) or a list of lists."""
+    """``"W IY0 - K AO1 L"`` (words separated by " - ", as in Wang et al. 2025's prompt) or a list of lists."""
     if isinstance(explicit, str):
         groups = [g.split() for g in re.split(r"\s+-\s+", explicit.strip())]
     else:

@@ -1,4 +1,4 @@
-"""JSONL manifests for private corpora (seed 001's 20k-utterance corpus is of this kind).
+"""JSONL manifests for private corpora (Wang et al. 2025's 20k-utterance corpus is of this kind).
 
 Why JSONL: one utterance per line is what people already export from annotation tools, appends
 cleanly, and a bad line can be reported by its number while the rest loads. Fields per line:

@@ -1,4 +1,4 @@
-"""Mixing corpora for training: seed 001's "FT + Private" (SO762 + a private corpus, 2 epochs).
+"""Mixing corpora for training: Wang et al. 2025's "FT + Private" (SO762 + a private corpus, 2 epochs).
 
 Why a function and not a sampler class: the mix is fixed before training (concatenate, optionally
 weight each corpus), so it is just a new ``Corpus``; the trainer shuffles it like any other.

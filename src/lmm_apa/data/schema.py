@@ -5,7 +5,7 @@ the prompts, trainer, decoder and metrics never need to know where an utterance 
 (lhotse-style typed manifests). Scores keep the corpus' own scales:
 
 - phone scores on SO762's 0-2 scale (the 5-expert mean: 0, 0.2, ..., 2.0); ``phone_to_model`` /
-  ``phone_from_model`` convert to and from the 0-10 scale seed 001 feeds the model (x5, exactly);
+  ``phone_from_model`` convert to and from the 0-10 scale Wang et al. 2025 feeds the model (x5, exactly);
 - word accuracy / total 0-10, word stress 5 or 10;
 - sentence accuracy, fluency, prosodic, completeness, total 0-10.
 
@@ -29,7 +29,7 @@ PHONE_SCALE_FACTOR = 5.0  # SO762 phone score 0-2  <->  model scale 0-10
 
 
 def phone_to_model(score: float) -> float:
-    """SO762 phone score (0-2) to the 0-10 scale of seed 001's prompts."""
+    """SO762 phone score (0-2) to the 0-10 scale of Wang et al. 2025's prompts."""
     return round(float(score) * PHONE_SCALE_FACTOR, 6)
 
 

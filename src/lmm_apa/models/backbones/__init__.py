@@ -5,7 +5,7 @@ by the saved config's ``model_type``, and loads model, tokenizer and feature ext
 A third backbone is one new module with a ``SPEC`` (``BackboneSpec``) and a ``load(source, model_kwargs)``
 function returning a ``Backbone`` subclass (``prompt_text`` + ``audio_inputs``), added to ``ARCHS``.
 
-Control tokens (seed 002's ``<|APA|>`` / ``<|MDD|>``) stay plain text: they are NOT added to the
+Control tokens (Ahn & Nam 2025's ``<|APA|>`` / ``<|MDD|>``) stay plain text: they are NOT added to the
 vocabulary. The paper introduces them "without modifying the model architecture" and keeps the
 tokenizer frozen (figure 1), and a new token would need its embedding and output row trained, which
 LoRA-only training does not do. So ``<|APA|>`` is a few ordinary tokens the LoRA learns to read;
