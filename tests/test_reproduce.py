@@ -89,6 +89,10 @@ def test_a_real_run_needs_a_corpus(tmp_path):
         reproduce_table("wang2025-table2", out=tmp_path)
     with pytest.raises(FileNotFoundError, match="no-corpus"):
         reproduce_table("wang2025-table2", corpus=tmp_path / "no-corpus", out=tmp_path)
+    with pytest.raises(ValueError, match="decoding 'greedy'"):
+        reproduce_table("wang2025-table2", corpus=tmp_path, out=tmp_path, decoding="greedy")
+    with pytest.raises(FileNotFoundError, match="private.jsonl"):
+        reproduce_table("wang2025-table2", corpus=tmp_path, out=tmp_path, private=tmp_path / "private.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -286,7 +286,13 @@ def reproduce_table(name: str, model: Optional[str] = None, corpus=None, out=Non
     from lmm_apa.reproduce.render import write_table
     from lmm_apa.reproduce.tables import get_table
 
+    from lmm_apa.infer.generate import DECODINGS
+
     table = get_table(name)
+    if decoding is not None and decoding not in DECODINGS:
+        raise ValueError(f"unknown decoding {decoding!r}; use one of {', '.join(DECODINGS)}")
+    if private is not None and not Path(private).exists():
+        raise FileNotFoundError(f"private corpus {private} does not exist")
     out = Path(out) if out is not None else Path("reproduce") / table.name
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
