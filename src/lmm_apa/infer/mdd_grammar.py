@@ -16,7 +16,8 @@ How: a small character automaton (``MddGrammar``) says which characters may come
 state. For each vocabulary token its decoded string is known (``GrammarVocab``; byte-level BPE
 tokenizers, as both backbones use, decode token by token exactly); a token is allowed in a state
 iff the automaton accepts all of its characters. The allowed tokens of a state are computed once
-and cached, so a decoding step costs one mask lookup per row. The masks go into transformers'
+per tokenizer and kept as vocabulary-sized masks in a bank on the model's device, so a decoding
+step is one gather and one masked fill (``benchmarks/bench_mdd_grammar.py``). The masks go into transformers'
 ``generate`` as a ``LogitsProcessor`` (greedy, KV cache, left-padded batch: the same path as free
 generation).
 
@@ -148,12 +149,18 @@ class MddGrammar:
 @dataclass
 class Allowed:
     """The tokens allowed in one state, the state each leads to, and the forced-completion cost
-    (tokens) from there."""
+    (tokens) from there; ``forbidden`` is the vocabulary-sized mask of everything else (the mask
+    of a step whose budget is not tight)."""
 
     ids: np.ndarray
     next_states: list
     next_costs: np.ndarray
     next_of: dict = field(default_factory=dict)
+    forbidden: torch.Tensor | None = None
+
+    @property
+    def max_cost(self) -> int:
+        return int(self.next_costs.max()) if len(self.next_costs) else 0
 
 
 class GrammarVocab:
@@ -178,6 +185,9 @@ class GrammarVocab:
         self.max_len = max(len(s) for s in self.by_string)
         self._allowed: dict[State, Allowed] = {}
         self._forced: dict[State, list[int]] = {}
+        self._bank_index: dict = {}
+        self._bank_masks: list[torch.Tensor] = []
+        self._banks: dict[str, torch.Tensor] = {}
 
     def _check_concatenates(self, tokenizer) -> None:
         """Token strings must concatenate to the text they encode (byte-level BPE does; a
@@ -208,6 +218,26 @@ class GrammarVocab:
     def cost(self, state: State) -> int:
         return len(self.forced(state))
 
+    def bank_rows(self, keys: Sequence[State], eos_ids: Sequence[int], device) -> torch.Tensor:
+        """The masks of ``keys`` (states; ``FINAL``: only ``eos_ids``), gathered from a bank kept on
+        ``device``: each state's mask is uploaded once, so a decoding step is one gather."""
+        new = [k for k in dict.fromkeys(keys) if (k, tuple(eos_ids)) not in self._bank_index]
+        for k in new:
+            if k == FINAL:
+                m = torch.ones(self.size, dtype=torch.bool)
+                m[list(eos_ids)] = False
+            else:
+                m = self.allowed(k).forbidden
+            self._bank_index[(k, tuple(eos_ids))] = len(self._bank_masks)
+            self._bank_masks.append(m)
+        key = str(device)
+        bank = self._banks.get(key)
+        if bank is None or bank.shape[0] < len(self._bank_masks):
+            fresh = torch.stack(self._bank_masks[0 if bank is None else bank.shape[0]:]).to(device)
+            bank = fresh if bank is None else torch.cat([bank, fresh])
+            self._banks[key] = bank
+        return bank[torch.as_tensor([self._bank_index[(k, tuple(eos_ids))] for k in keys], device=device)]
+
     def allowed(self, state: State) -> Allowed:
         if state not in self._allowed:
             ids, nexts = [], []
@@ -219,9 +249,11 @@ class GrammarVocab:
                     if nxt is not None:
                         ids.append(i)
                         nexts.append(nxt)
+            forbidden = torch.ones(self.size, dtype=torch.bool)
+            forbidden[torch.as_tensor(ids, dtype=torch.long)] = False
             self._allowed[state] = Allowed(np.asarray(ids, dtype=np.int64), nexts,
                                            np.asarray([self.cost(s) for s in nexts], dtype=np.int64),
-                                           dict(zip(ids, nexts)))
+                                           dict(zip(ids, nexts)), forbidden)
         return self._allowed[state]
 
 
@@ -255,13 +287,14 @@ class MddGrammarProcessor:
     def __init__(self, vocab: GrammarVocab, prompt_len: int, max_new_tokens: int, eos_ids: Sequence[int], rows: int):
         self.vocab, self.prompt_len, self.max_new = vocab, prompt_len, max_new_tokens
         self.eos = torch.as_tensor(list(eos_ids), dtype=torch.long)
+        self.eos_list = list(eos_ids)
         self.states: list[State | None] = [START] * rows
 
     def _advance(self, row: int, token: int) -> None:
         state = self.states[row]
         if state is None:
             return
-        if state == FINAL or token in self.eos.tolist():
+        if state == FINAL or token in self.eos_list:
             self.states[row] = None  # ended
             return
         nxt = self.vocab.allowed(state).next_of.get(token)
@@ -269,21 +302,36 @@ class MddGrammarProcessor:
             raise RuntimeError(f"row {row}: token {token} ({self.vocab.strings[token]!r}) is not allowed in state {state}")
         self.states[row] = nxt
 
+    def _row_mask(self, state: State | None, remaining: int) -> torch.Tensor | State:
+        """Vocabulary-sized, True where forbidden, when the budget is tight (only the tokens after
+        which the forced completion and the end token still fit); otherwise the state itself,
+        whose cached mask the bank holds."""
+        if state is None or state == FINAL:
+            return FINAL
+        allowed = self.vocab.allowed(state)
+        if allowed.max_cost + 1 <= remaining - 1:
+            return state
+        mask = torch.ones(self.vocab.size, dtype=torch.bool)
+        mask[torch.from_numpy(allowed.ids[allowed.next_costs + 1 <= remaining - 1])] = False
+        return mask
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_len
         remaining = self.max_new - step
-        mask = torch.ones_like(scores, dtype=torch.bool)  # True: forbidden
-        for row in range(scores.shape[0]):
+        rows = []
+        for row, token in enumerate(input_ids[:, -1].tolist()):
             if step > 0:
-                self._advance(row, int(input_ids[row, -1]))
-            state = self.states[row]
-            if state is None or state == FINAL:
-                mask[row, self.eos] = False
-                continue
-            allowed = self.vocab.allowed(state)
-            fits = allowed.ids[allowed.next_costs + 1 <= remaining - 1]  # after it: finish + end token
-            mask[row, torch.from_numpy(fits)] = False
-        return scores.masked_fill(mask, float("-inf"))
+                self._advance(row, token)
+            rows.append(self._row_mask(self.states[row], remaining))
+        keys = [r if not isinstance(r, torch.Tensor) else FINAL for r in rows]
+        mask = self.vocab.bank_rows(keys, self.eos_list, scores.device)
+        for row, r in enumerate(rows):
+            if isinstance(r, torch.Tensor):  # a tight budget: this row's own mask
+                mask[row] = r.to(scores.device)
+        if scores.shape[1] > self.vocab.size:  # ids past the tokenizer (padded embeddings): forbidden
+            pad = torch.ones(scores.shape[0], scores.shape[1] - self.vocab.size, dtype=torch.bool, device=scores.device)
+            mask = torch.cat([mask, pad], dim=1)
+        return scores.masked_fill(mask[:, : scores.shape[1]], float("-inf"))
 
 
 @torch.no_grad()
