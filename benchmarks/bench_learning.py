@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         row = _in_subprocess(seed, args)
         rows.append(row)
-        print(" | ".join(_cell(row.get(c)) for c in COLUMNS) + (f"  ERROR {row['error']}" if "error" in row else ""),
+        print(" | ".join(_cell(row.get(c)) if c != "wall_s" else f"{row.get(c, 0):.0f}" for c in COLUMNS) + (f"  ERROR {row['error']}" if "error" in row else ""),
               flush=True)
         if args.json:
             with open(args.json, "a") as f:
