@@ -8,6 +8,11 @@ special tokens (in the real order, referenced by the configs' audio token ids) a
 templates. Everything is saved with ``save_pretrained`` and loaded back with ``from_pretrained`` by
 ``load_backbone`` exactly like a hub checkpoint.
 
+With ``vocabulary="real"`` the tokenizer is the backbone's real one instead (built from the rank file a
+registry package ships, ``lmm_apa.models.tiny_tokenizer.real_tokenizer``) and the embedding has the
+published row count: the tests run templates, parsing, constrained decoding and the backbone checks
+on those too.
+
 Sizes (seconds to build on CPU, a few MB on disk): language model hidden 128, 2 layers, 4 heads
 (2 KV heads); audio encoder width 64, 2 layers; Phi-4's vision tower (unused here, but part of the
 architecture) width 32, 2 layers. The Phi-4 folder also gets a random ``speech-lora/`` peft adapter
@@ -24,7 +29,7 @@ import json
 from pathlib import Path
 
 from lmm_apa.models.backbones import ARCHS, check_arch, phi4_mm, qwen2_audio
-from lmm_apa.models.tiny_tokenizer import O200K_PRETOKENIZE_REGEX, QWEN2_PRETOKENIZE_REGEX, train_bpe
+from lmm_apa.models.tiny_tokenizer import O200K_PRETOKENIZE_REGEX, QWEN2_PRETOKENIZE_REGEX, real_tokenizer, train_bpe
 
 MARKER = "lmm_apa_tiny.json"
 BPE_VOCAB = 3000
@@ -37,12 +42,26 @@ def _padded_vocab(n: int, multiple: int = 64) -> int:
     return -(-n // multiple) * multiple
 
 
-def _tokenizer(pattern: str, specials, seed: int, **special_kwargs):
-    """Train, and wrap as a transformers tokenizer that keeps the trained pipeline as it is."""
+def _tokenizer(pattern: str, specials, seed: int, backend=None, **special_kwargs):
+    """Train (or take ``backend``, a real vocabulary's ``tokenizers.Tokenizer``), and wrap as a
+    transformers tokenizer that keeps that pipeline as it is."""
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=train_bpe(pattern, BPE_VOCAB, list(specials), seed=seed),
-                                   **special_kwargs)
+    backend = backend or train_bpe(pattern, BPE_VOCAB, list(specials), seed=seed)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **special_kwargs)
+
+
+def real_special_ids(arch: str) -> dict[str, int]:
+    """{special token: id} in the published tokenizer of ``arch`` (Qwen2-Audio: 151643-151648 in
+    order; Phi-4: <|endoftext|> = 199999 and the rest at their offsets from it)."""
+    if arch == "qwen2-audio":
+        return {t: qwen2_audio.SPEC.first_special_id + i for i, t in enumerate(qwen2_audio.SPECIAL_TOKENS)}
+    return {t: phi4_mm.SPEC.first_special_id + offset for t, offset in phi4_mm.SPECIAL_TOKEN_OFFSETS.items()}
+
+
+def _text_sizes(arch: str, backend) -> dict:
+    """The tiny language model's sizes; with a real vocabulary, the published embedding rows."""
+    return dict(TEXT, vocab_size=ARCHS[arch].SPEC.vocab_size) if backend is not None else TEXT
 
 
 def _declare_tokenizer_class(folder: Path, tokenizer_class: str) -> None:
@@ -75,7 +94,7 @@ def qwen2_audio_config(tokenizer, text: dict, audio: dict):
                             audio_token_index=ids[qwen2_audio.AUDIO_TOKEN])
 
 
-def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) -> None:
+def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None, backend=None) -> None:
     seconds = audio_seconds or QWEN_TINY_SECONDS
     from transformers import (
         GenerationConfig,
@@ -85,11 +104,11 @@ def _save_qwen2_audio(out: Path, seed: int, audio_seconds: int | None = None) ->
     )
 
     tokenizer = _tokenizer(
-        QWEN2_PRETOKENIZE_REGEX, qwen2_audio.SPECIAL_TOKENS, seed,
+        QWEN2_PRETOKENIZE_REGEX, qwen2_audio.SPECIAL_TOKENS, seed, backend,
         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in qwen2_audio.SPECIAL_TOKENS}
-    config = qwen2_audio_config(tokenizer, TEXT, dict(
+    config = qwen2_audio_config(tokenizer, _text_sizes("qwen2-audio", backend), dict(
         encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64, max_source_positions=seconds * 50,
     ))
     model = Qwen2AudioForConditionalGeneration(config)
@@ -173,7 +192,7 @@ def phi4_mm_config(tokenizer, text: dict, audio: dict, vision: dict):
     )
 
 
-def _save_phi4_mm(out: Path, seed: int) -> None:
+def _save_phi4_mm(out: Path, seed: int, backend=None) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import GenerationConfig, Phi4MultimodalFeatureExtractor
@@ -181,14 +200,14 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
 
     specials = sorted(phi4_mm.SPECIAL_TOKEN_OFFSETS, key=phi4_mm.SPECIAL_TOKEN_OFFSETS.get)
     tokenizer = _tokenizer(
-        O200K_PRETOKENIZE_REGEX, specials, seed,
+        O200K_PRETOKENIZE_REGEX, specials, seed, backend,
         bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
         extra_special_tokens={"audio_token": phi4_mm.AUDIO_TOKEN, "image_token": phi4_mm.IMAGE_TOKEN},
     )
     tokenizer.chat_template = phi4_mm.CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     config = phi4_mm_config(
-        tokenizer, TEXT,
+        tokenizer, _text_sizes("phi4-mm", backend),
         audio=dict(hidden_size=64, intermediate_size=128, num_blocks=2, num_attention_heads=4, ext_pw_out_channel=64,
                    depthwise_separable_out_channel=64, nemo_conv_channels=32),
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
@@ -224,15 +243,23 @@ def _save_phi4_mm(out: Path, seed: int) -> None:
 SAVERS = {"qwen2-audio": _save_qwen2_audio, "phi4-mm": _save_phi4_mm}
 
 
-def save_tiny_model(out: str | Path, arch: str, seed: int = 0, audio_seconds: int | None = None) -> Path:
+def save_tiny_model(out: str | Path, arch: str, seed: int = 0, audio_seconds: int | None = None,
+                    vocabulary: str = "trained", vocabulary_cache: str | Path | None = None) -> Path:
     """Write a tiny random ``arch`` model + tokenizer + feature extractor (+ processor) to ``out``;
     ``load_backbone(out)`` loads it offline. Returns ``out``. ``audio_seconds`` (Qwen2-Audio only)
     shrinks the encoder window further where all audio is short (the synthetic corpus: 6 s makes
-    the encoder 2.5x cheaper than 15 s in the learning proofs and the demo)."""
+    the encoder 2.5x cheaper than 15 s in the learning proofs and the demo).
+
+    ``vocabulary="real"``: the backbone's real tokenizer (built from the rank file a registry package
+    ships: the test extra) and the published embedding rows instead of the small trained one, so
+    tokenization is exactly the real checkpoint's; ``vocabulary_cache`` keeps the built tokenizer."""
     import torch
     from transformers.utils import logging as hf_logging
 
     check_arch(arch)
+    if vocabulary not in ("trained", "real"):
+        raise ValueError(f"vocabulary must be 'trained' or 'real', not {vocabulary!r}")
+    backend = real_tokenizer(arch, real_special_ids(arch), vocabulary_cache) if vocabulary == "real" else None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
@@ -242,9 +269,9 @@ def save_tiny_model(out: str | Path, arch: str, seed: int = 0, audio_seconds: in
     hf_logging.disable_progress_bar()  # "Writing model shards" bars are noise for a 5 MB model
     try:
         if arch == "qwen2-audio" and audio_seconds is not None:
-            SAVERS[arch](out, seed, audio_seconds=int(audio_seconds))
+            SAVERS[arch](out, seed, audio_seconds=int(audio_seconds), backend=backend)
         else:
-            SAVERS[arch](out, seed)
+            SAVERS[arch](out, seed, backend=backend)
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -252,6 +279,7 @@ def save_tiny_model(out: str | Path, arch: str, seed: int = 0, audio_seconds: in
         "arch": arch,
         "seed": seed,
         "random_weights": True,
+        "vocabulary": vocabulary,
         "note": "Tiny randomly initialised model of the exact architecture, for tests and demos only "
         "(lmm_apa.models.tiny). Its outputs mean nothing until fine-tuned.",
         "real_checkpoint": ARCHS[arch].HUB_ID,
@@ -259,6 +287,8 @@ def save_tiny_model(out: str | Path, arch: str, seed: int = 0, audio_seconds: in
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     (out / "README.md").write_text(
         f"# Tiny random {arch} model\n\n{marker['note']}\n\nSame architecture and processor classes as "
-        f"`{marker['real_checkpoint']}`; tokenizer trained locally with the real special tokens and chat template.\n"
+        f"`{marker['real_checkpoint']}`; "
+        + ("the real tokenizer (real vocabulary, special tokens and chat template).\n" if vocabulary == "real" else
+           "tokenizer trained locally with the real special tokens and chat template.\n")
     )
     return out

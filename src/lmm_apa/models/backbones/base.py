@@ -65,6 +65,8 @@ class BackboneSpec:
     # ``{prompt}`` (the rest of the instruction) are filled in by ``vllm_prompt``.
     vllm_prompt_format: str
     own_lora_subfolder: str | None = None  # a LoRA the checkpoint ships (Phi-4's speech LoRA)
+    vocab_size: int = 0  # embedding rows of the published checkpoint (over-allocated past the tokenizer's ids)
+    first_special_id: int = 0  # id of the published tokenizer's first special token (after the BPE ranks)
 
     def vllm_prompt(self, instruction: str) -> str:
         """The text vLLM gets for one clip + ``instruction`` (vLLM expands the audio placeholder)."""

@@ -76,6 +76,8 @@ SPEC = BackboneSpec(
     # vLLM's Phi-4-multimodal placeholder convention; a control token stays in front of the audio.
     vllm_prompt_format="<|user|>{control}<|audio_1|>{prompt}<|end|><|assistant|>",
     own_lora_subfolder="speech-lora",
+    vocab_size=200064,
+    first_special_id=199999,
 )
 # Short names for the spec's facts (used by the tiny-model builder and the tests).
 HUB_ID, MODEL_TYPE = SPEC.hub_id, SPEC.model_type

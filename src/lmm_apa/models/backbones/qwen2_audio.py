@@ -61,6 +61,8 @@ SPEC = BackboneSpec(
         "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n{control}{prompt}<|im_end|>\n"
         "<|im_start|>assistant\n"
     ),
+    vocab_size=156032,
+    first_special_id=151643,
 )
 # Short names for the spec's facts (used by the tiny-model builder and the tests).
 HUB_ID, MODEL_TYPE = SPEC.hub_id, SPEC.model_type
