@@ -117,7 +117,7 @@ def phase_timer(backbone):
             h.remove()
 
 
-def main() -> None:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="backbone id/path (default: a tiny random Qwen2-Audio built here)")
     ap.add_argument("--adapter", default=None)
@@ -130,15 +130,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the figures here too")
     ap.add_argument("--repeats", type=int, default=1, help="run every configuration N times, interleaved; keep the fastest")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
-    import torch
 
-    torch.set_num_threads(args.threads)
+def _model_and_utterances(args):
+    """The backbone (a tiny random Qwen2-Audio when no ``--model``) and the utterances (a synthetic
+    corpus when no ``--corpus``), both made in a temporary folder."""
     from lmm_apa.data.corpus import load_corpus
-    from lmm_apa.infer.generate import default_lookahead, model_device
     from lmm_apa.models.loading import load_model
-    from lmm_apa.prompts.tasks import get_task
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_decode_"))
     model = args.model
@@ -153,13 +152,13 @@ def main() -> None:
         corpus = tmp / "synth"
         write_synthetic_corpus(corpus, n_utterances=args.utterances, seed=0, test_fraction=0.0)
     utts = load_corpus(corpus, split=args.split).utterances[: args.utterances]
-    backbone = load_model(model, args.adapter, args.device)
-    task = get_task(args.task)
-    n1 = args.batch1_utterances or len(utts)
+    return load_model(model, args.adapter, args.device), utts
 
-    run(backbone, task, utts[:2], "constrained", 2)  # warm-up (first-call costs), not timed
-    run(backbone, task, utts[:2], "free", 2)
-    answers: dict = {}  # what the forced free runs emit: the first constrained b16 run's answers
+
+def _best_runs(backbone, task, utts, n1: int, repeats: int) -> dict:
+    """Every configuration ``repeats`` times, interleaved (the machines are shared and noisy), the
+    fastest run of each kept. The forced free runs emit the first constrained b16 run's answers."""
+    answers: dict = {}
     configs = {
         "constrained b16": lambda: run(backbone, task, utts, "constrained", 16),
         "free b16": lambda: run(backbone, task, utts, "free", 16),
@@ -169,48 +168,85 @@ def main() -> None:
         "free (template answer) b1": lambda: run(backbone, task, utts[:n1], "free", 1, forced_answers=answers),
     }
     rows: dict = {}
-    for _ in range(args.repeats):  # interleaved, best of N kept: the machines are shared and noisy
+    for _ in range(repeats):
         for name, fn in configs.items():
             r = fn()
             if name == "constrained b16" and not answers:
                 answers.update({x["id"]: x["output"] for x in r["records"]})
             if name not in rows or r["seconds"] < rows[name]["seconds"]:
                 rows[name] = r
+    return rows
+
+
+def _ratios(r: dict, n1: int, n: int) -> dict:
+    """Free vs constrained decoding (forward passes, wall time, time after the shared prefill) and
+    batch 1 vs batch 16 per utterance."""
+    def q(a, b):
+        return round(a / b, 2)
+
+    return {
+        "steps free/constrained (b16)": q(r["free b16"]["forward_passes"], r["constrained b16"]["forward_passes"]),
+        "time free/constrained (b16)": q(r["free b16"]["seconds"], r["constrained b16"]["seconds"]),
+        "steps free-template/constrained (b16)": q(r["free (template answer) b16"]["forward_passes"], r["constrained b16"]["forward_passes"]),
+        "time free-template/constrained (b16)": q(r["free (template answer) b16"]["seconds"], r["constrained b16"]["seconds"]),
+        "after-prefill time free-template/constrained (b16)": q(r["free (template answer) b16"]["after_prefill_s"], r["constrained b16"]["after_prefill_s"]),
+        "after-prefill time free-template/constrained (b1)": q(r["free (template answer) b1"]["after_prefill_s"], r["constrained b1"]["after_prefill_s"]),
+        "time free-template/constrained (b1)": q(r["free (template answer) b1"]["seconds"], r["constrained b1"]["seconds"]),
+        "time b1/b16 constrained (per utterance)": q(r["constrained b1"]["seconds"] / n1, r["constrained b16"]["seconds"] / n),
+        "time b1/b16 free-template (per utterance)": q(r["free (template answer) b1"]["seconds"] / n1, r["free (template answer) b16"]["seconds"] / n),
+    }
+
+
+def _figures(args, backbone, task, rows: dict, n: int, n1: int) -> dict:
+    """The JSON figures: per run counts and times, the look-ahead used, parse rates, whether free
+    decoding's scores equal the constrained argmax where both parse, and the ratios."""
+    from lmm_apa.infer.generate import default_lookahead, model_device
+
     cons = {r["id"]: r for r in rows["constrained b16"]["records"]}
-    free = rows["free b16"]["records"]
-    both = [r for r in free if r["parse_ok"]]
+    both = [r for r in rows["free b16"]["records"] if r["parse_ok"]]
     same = sum(r["scores"] == cons[r["id"]]["scores"] for r in both)
+    device = model_device(backbone.model)
     out = {
         "model": args.model or "tiny random Qwen2-Audio (lmm_apa.models.tiny)", "task": task.name,
-        "utterances": len(utts), "batch1_utterances": n1, "repeats": args.repeats,
+        "utterances": n, "batch1_utterances": n1, "repeats": args.repeats,
         "rows": {k: {"forward_passes": v["forward_passes"], "seconds": round(v["seconds"], 2),
                      **{x: round(v[x], 2) for x in ("features_s", "prefill_s", "after_prefill_s")},
                      "utterances": v["utterances"]} for k, v in rows.items()},
-        "lookahead": {"b16": default_lookahead(model_device(backbone.model), 16),
-                      "b1": default_lookahead(model_device(backbone.model), 1)},
-        "constrained_parse_rate": sum(r["parse_ok"] for r in rows["constrained b16"]["records"]) / len(utts),
-        "free_parse_rate": len(both) / len(utts),
+        "lookahead": {"b16": default_lookahead(device, 16), "b1": default_lookahead(device, 1)},
+        "constrained_parse_rate": sum(r["parse_ok"] for r in rows["constrained b16"]["records"]) / n,
+        "free_parse_rate": len(both) / n,
         "free_scores_equal_constrained_where_both_parse": f"{same}/{len(both)}",
     }
-    r = out["rows"]
-    out["ratios"] = {
-        "steps free/constrained (b16)": round(r["free b16"]["forward_passes"] / r["constrained b16"]["forward_passes"], 2),
-        "time free/constrained (b16)": round(r["free b16"]["seconds"] / r["constrained b16"]["seconds"], 2),
-        "steps free-template/constrained (b16)": round(r["free (template answer) b16"]["forward_passes"] / r["constrained b16"]["forward_passes"], 2),
-        "time free-template/constrained (b16)": round(r["free (template answer) b16"]["seconds"] / r["constrained b16"]["seconds"], 2),
-        "after-prefill time free-template/constrained (b16)": round(r["free (template answer) b16"]["after_prefill_s"] / r["constrained b16"]["after_prefill_s"], 2),
-        "after-prefill time free-template/constrained (b1)": round(r["free (template answer) b1"]["after_prefill_s"] / r["constrained b1"]["after_prefill_s"], 2),
-        "time free-template/constrained (b1)": round(r["free (template answer) b1"]["seconds"] / r["constrained b1"]["seconds"], 2),
-        "time b1/b16 constrained (per utterance)": round((r["constrained b1"]["seconds"] / n1) / (r["constrained b16"]["seconds"] / len(utts)), 2),
-        "time b1/b16 free-template (per utterance)": round((r["free (template answer) b1"]["seconds"] / n1) / (r["free (template answer) b16"]["seconds"] / len(utts)), 2),
-    }
+    out["ratios"] = _ratios(out["rows"], n1, n)
+    return out
+
+
+def _print_figures(out: dict) -> None:
     print(f"{'run':32} {'utts':>5} {'forward passes':>15} {'seconds':>9} {'s/utt':>7} {'features':>9} {'prefill':>8} {'after':>8}")
-    for k, v in r.items():
+    for k, v in out["rows"].items():
         print(f"{k:32} {v['utterances']:>5} {v['forward_passes']:>15} {v['seconds']:>9.1f} {v['seconds'] / v['utterances']:>7.3f}"
               f" {v['features_s']:>9.1f} {v['prefill_s']:>8.1f} {v['after_prefill_s']:>8.1f}")
-    print(json.dumps({k: out[k] for k in ("lookahead", "constrained_parse_rate", "free_parse_rate", "free_scores_equal_constrained_where_both_parse", "ratios")}, indent=2))
+    print(json.dumps({k: out[k] for k in ("lookahead", "constrained_parse_rate", "free_parse_rate",
+                                          "free_scores_equal_constrained_where_both_parse", "ratios")}, indent=2))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from lmm_apa.prompts.tasks import get_task
+
+    backbone, utts = _model_and_utterances(args)
+    task = get_task(args.task)
+    n1 = args.batch1_utterances or len(utts)
+    run(backbone, task, utts[:2], "constrained", 2)  # warm-up (first-call costs), not timed
+    run(backbone, task, utts[:2], "free", 2)
+    out = _figures(args, backbone, task, _best_runs(backbone, task, utts, n1, args.repeats), len(utts), n1)
+    _print_figures(out)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
 
 
 if __name__ == "__main__":
