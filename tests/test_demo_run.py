@@ -52,6 +52,11 @@ def test_verdict_learned():
     assert v["learned"] and v["problems"] == [] and v["line"].startswith("LEARNED") and "0.910" in v["line"]
 
 
+def test_verdict_without_goal_still_catches_a_constant_argmax():
+    assert verdict(_metrics(0.55), None, {})["line"] == "LEARNED: held-out sentence-accuracy PCC 0.550; with the audio silenced n/a."
+    assert not verdict(_metrics(0.55, reason="predicted scores are constant (8)"), None, {})["learned"]
+
+
 def test_verdict_below_goal_names_goal_and_what_to_try():
     v = verdict(_metrics(0.42), _metrics(0.01), {"sentence": 0.8})
     assert not v["learned"] and v["line"].startswith("DID NOT LEARN")
