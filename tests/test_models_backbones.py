@@ -99,8 +99,11 @@ def test_digits_split_like_the_real_tokenizers(tiny_qwen2_audio, tiny_phi4_mm):
 
 
 def test_control_tokens_stay_plain_text(arch_path):
-    arch, path = arch_path
-    b = load_backbone(path)
+    check_control_tokens_stay_plain_text(load_backbone(arch_path[1]))
+
+
+def check_control_tokens_stay_plain_text(b):
+    """(Also run on the real vocabularies: tests/test_models_real_vocab.py.)"""
     ids = ensure_control_tokens(b)
     for token, token_ids in ids.items():
         assert len(token_ids) > 1, f"{token} must not be a single added token"
@@ -144,8 +147,10 @@ def test_forward_loss_and_gradients_on_real_length_audio(arch_path):
 
 def test_manual_inputs_equal_the_transformers_processor(arch_path):
     """build_batch expands the audio placeholder exactly as the model's processor does."""
-    arch, path = arch_path
-    b = load_backbone(path)
+    check_manual_inputs_equal_the_transformers_processor(arch_path[0], load_backbone(arch_path[1]))
+
+
+def check_manual_inputs_equal_the_transformers_processor(arch, b):
     audios = real_audios()
     prompts = ["<|APA|>Rate the audio.", "Evaluate."]
     batch = b.build_batch(audios, prompts)
@@ -170,8 +175,10 @@ def test_manual_inputs_equal_the_transformers_processor(arch_path):
 
 
 def test_left_padded_generation_equals_unbatched(arch_path):
-    arch, path = arch_path
-    b = load_backbone(path)
+    check_left_padded_generation_equals_unbatched(load_backbone(arch_path[1]))
+
+
+def check_left_padded_generation_equals_unbatched(b):
     audios = real_audios()
     prompts = ["<|APA|>Rate the audio.", "Evaluate the pronunciation of this short recording please."]
     batch = b.build_batch(audios, prompts)

@@ -220,3 +220,20 @@ def test_labels_are_the_answer_tokens_with_the_real_vocabulary(arch, real_backbo
     with torch.no_grad():
         loss = b.model(**batch).loss
     assert torch.isfinite(loss) and loss > 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_backbone_checks_with_the_real_vocabulary(arch, real_backbones):
+    """The backbone tests that depend on tokenization, on the real vocabularies: control tokens stay
+    plain text, build_batch expands the audio placeholder as the processor does, left-padded
+    generation equals one row at a time."""
+    from test_models_backbones import (
+        check_control_tokens_stay_plain_text,
+        check_left_padded_generation_equals_unbatched,
+        check_manual_inputs_equal_the_transformers_processor,
+    )
+
+    b = real_backbones[arch]
+    check_control_tokens_stay_plain_text(b)
+    check_manual_inputs_equal_the_transformers_processor(arch, b)
+    check_left_padded_generation_equals_unbatched(b)
