@@ -125,3 +125,23 @@ def test_training_loss_plot_has_a_title(tmp_path, monkeypatch):
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(fig.axes[0].get_title()))
     plot_loss_log(log, tmp_path / "loss.png")
     assert titles == ["Training loss"]
+
+
+def test_evaluate_command_links_the_loss_plot_it_is_given(tmp_path, so762_labelled_tree):
+    from typer.testing import CliRunner
+
+    from lmm_apa.cli import app
+    from lmm_apa.data.corpus import load_corpus
+
+    utts = list(load_corpus(so762_labelled_tree, split="test"))
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"id": u.id, "task": "sentence-accuracy",
+                                         "output": get_task("sentence-accuracy").target(u)}) + "\n" for u in utts))
+    loss = tmp_path / "train" / "loss.png"
+    loss.parent.mkdir()
+    loss.write_bytes(b"\x89PNG not really")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", str(preds), "--reference", str(so762_labelled_tree), "--split", "test",
+                                      "--out", str(out), "--loss-plot", str(loss)])
+    assert result.exit_code == 0, result.output
+    assert "![training loss](../train/loss.png)" in (out / "report.md").read_text()

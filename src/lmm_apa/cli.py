@@ -155,12 +155,13 @@ def evaluate(
     reference: Path = typer.Option(..., "--reference", help="labelled corpus the predictions are scored against"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, report.md and plots"),
     split: Optional[str] = typer.Option(None, "--split"),
+    loss_plot: Optional[Path] = typer.Option(None, "--loss-plot", help="a training run's loss.png, linked from report.md"),
 ) -> None:
     """metrics.json + paper-style tables + plots."""
     from lmm_apa.evaluate.run import evaluate_predictions
 
     try:
-        metrics = evaluate_predictions(preds, reference, out=out, split=split)
+        metrics = evaluate_predictions(preds, reference, out=out, split=split, loss_plot=loss_plot)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(metrics, indent=2))
