@@ -35,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lmm_apa.models.backbones import phi4_mm as _phi4, qwen2_audio as _qwen
+
 # --------------------------------------------------------------------------- published configs
 
 # Qwen/Qwen2-Audio-7B-Instruct config.json (text: Qwen2-7B; audio: Whisper-large-v3 encoder).
 QWEN2_AUDIO_TEXT = dict(
     hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=32, vocab_size=156032, max_position_embeddings=8192, rms_norm_eps=1e-5,
+    num_key_value_heads=32, vocab_size=_qwen.SPEC.vocab_size, max_position_embeddings=8192, rms_norm_eps=1e-5,
     rope_theta=10000.0, tie_word_embeddings=False,
 )
 QWEN2_AUDIO_ENCODER = dict(
@@ -52,7 +54,7 @@ QWEN2_AUDIO_ENCODER = dict(
 # values), a SigLIP vision tower (unused here but loaded, so it counts in memory).
 PHI4_TEXT = dict(
     hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=24,
-    num_key_value_heads=8, vocab_size=200064, max_position_embeddings=131072,
+    num_key_value_heads=8, vocab_size=_phi4.SPEC.vocab_size, max_position_embeddings=131072,
     original_max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=True,
     partial_rotary_factor=0.75, rope_theta=10000.0,
 )
