@@ -145,3 +145,10 @@ def test_evaluate_command_links_the_loss_plot_it_is_given(tmp_path, so762_labell
                                       "--out", str(out), "--loss-plot", str(loss)])
     assert result.exit_code == 0, result.output
     assert "![training loss](../train/loss.png)" in (out / "report.md").read_text()
+
+
+def test_colour_bar_ticks_are_whole_counts():
+    fig = confusion_figure([("sentence", "accuracy", _rows("sentence", "accuracy", 4))], "t")
+    bar = next(ax for ax in fig.axes if ax.get_ylabel() == "count")
+    ticks = bar.get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)

@@ -144,7 +144,9 @@ def draw_confusion(fig, ax, rows: Sequence[dict], level: str, aspect: str) -> np
     bins = score_bins(level, aspect)
     m = confusion(pred, human, bins.classes)
     image = ax.imshow(m, cmap="Blues", origin="lower", vmin=0, vmax=max(1, int(m.max())))
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count")
+    from matplotlib.ticker import MaxNLocator
+
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count", ticks=MaxNLocator(integer=True))
     ax.set_xticks(range(len(bins.classes)), bins.labels(), fontsize=7)
     ax.set_yticks(range(len(bins.classes)), bins.labels(), fontsize=7)
     ax.set_xlabel("predicted")
