@@ -150,7 +150,9 @@ def _link(path: str | Path, base: Path | None) -> str:
 def _figures(plots: list[str] | None, loss_plot: str | Path | None, base: Path | None) -> list[str]:
     lines: list[str] = []
     if plots:
-        lines += ["## Plots", "", *[f"![{Path(p).stem}]({_link(p, base)})" for p in plots], ""]
+        lines += ["## Plots", ""]
+        for p in plots:  # one figure per paragraph: each is a grid over every aspect
+            lines += [f"![{Path(p).stem}]({_link(p, base)})", ""]
     if loss_plot is not None and Path(loss_plot).is_file():
         lines += ["## Training", "", "Training loss per optimizer step (`loss_log.jsonl` beside it has the figures):", "",
                   f"![training loss]({_link(loss_plot, base)})", ""]
