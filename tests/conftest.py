@@ -1,6 +1,7 @@
-"""Shared fixtures. Each area keeps its fixtures in its own module, imported here so every test
-file sees them: data corpora (fixtures_data), tiny models (fixtures_models), the synthetic corpus
-(fixtures_synth). Everything is written by the tests themselves: nothing is downloaded."""
+"""Shared fixtures, in one place per area, imported here so every test file sees them: data corpora,
+tones and their writers (fixtures_data), tiny models (fixtures_models), the synthetic corpora and the
+learning recipes' runs (fixtures_synth). Everything is written by the tests themselves: nothing is
+downloaded."""
 
 import os
 
@@ -8,6 +9,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import fixtures_synth  # noqa: E402
 from fixtures_data import *  # noqa: F401,F403,E402
 from fixtures_models import *  # noqa: F401,F403,E402
 from fixtures_synth import *  # noqa: F401,F403,E402
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Record which learning recipes the selected tests need, so the session trains only those
+    (side by side, once each: fixtures_synth.LearningRuns)."""
+    fixtures_synth.NEEDED_RECIPES.update(
+        recipe for item in items for name, recipe in fixtures_synth.RECIPE_FIXTURES.items()
+        if name in getattr(item, "fixturenames", ())
+    )

@@ -1,15 +1,25 @@
-"""Fixtures for the synth area (see conftest.py).
+"""Fixtures for the synth area and the learning proofs (see conftest.py).
 
-The synthetic corpora (and their silent twins) are written once per session and shared by the synth
-tests, the learning proofs and the demo test; each trained tiny model is trained once (session
-scope), however many tests read its results. ``learning_run`` is the one recipe all proofs use: the
-real training path (``train_from_config``), the real inference path (``predict_corpus`` with
-template-constrained + expected-score decoding) and the real metrics (``evaluate_predictions``).
+The synthetic corpora are written once per session and shared by the synth tests, the learning
+proofs and the demo test. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo``, ``full``,
+``phi4-apa``) trains ONCE per session through ``run_demo`` itself -- the demo's own code: training
+(``train_from_config``), template-constrained + expected-score decoding of the held-out split
+(``predict_corpus``), metrics (``evaluate_predictions``) and the audio control (the same trained
+model on its held-out readings with the audio silenced) -- however many tests read its results.
+
+Why the recipes run side by side in subprocesses (one torch thread each), all started when the
+first learning test asks for one: the tiny models' matrices are too small for two threads to help
+much, so two single-thread runs on two cores finish far sooner than the same runs one after the
+other (the suite's time goal). Only the recipes the collected tests need are run (``conftest.py``
+records them). The seed sweep of the same recipes is ``benchmarks/bench_learning.py``; the suite
+runs one seed.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,10 +27,18 @@ import pytest
 
 SYNTH_N = 300
 SYNTH_SEED = 0
-LEARN_N = 900  # 600 train / 300 held-out readings: a held-out PCC that does not swing on a few utterances
-LEARN_TEST_FRACTION = 1 / 3  # (by chance alone a PCC on n held-out readings has s.d. ~1/sqrt(n): 0.06 here)
-LEARN_SEED = 0
-TINY_AUDIO_SECONDS = 6  # the synthetic corpus never exceeds 6 s: a 6 s encoder window is 2.5x cheaper
+LEARN_SEED = 0  # the suite's one seed; benchmarks/bench_learning.py shows the recipes on others
+RECIPE_FIXTURES = {"demo_learning": "demo", "full_learning": "full", "phi4_learning": "phi4-apa"}
+NEEDED_RECIPES: set[str] = set()  # filled at collection (conftest.py) from the tests' fixtures
+
+_WORKER = """
+import json, sys, torch
+torch.set_num_threads(1)
+from lmm_apa.demo import run_demo
+recipe, out, corpus, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+result = run_demo(out, seed=seed, corpus=corpus, recipe=recipe)
+print("RESULT " + json.dumps(result))
+"""
 
 
 @pytest.fixture(scope="session")
@@ -39,84 +57,82 @@ def synth_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def learning_corpus(tmp_path_factory) -> Path:
+    """The demo's corpus (``DEMO_UTTERANCES`` readings, seed ``LEARN_SEED``), shared by every recipe."""
     from lmm_apa.data.synth import write_synthetic_corpus
+    from lmm_apa.demo import DEMO_UTTERANCES, TEST_FRACTION
 
     out = tmp_path_factory.mktemp("learn") / "corpus"
-    write_synthetic_corpus(out, n_utterances=LEARN_N, seed=LEARN_SEED, test_fraction=LEARN_TEST_FRACTION)
+    write_synthetic_corpus(out, n_utterances=DEMO_UTTERANCES, seed=LEARN_SEED, test_fraction=TEST_FRACTION)
     return out
 
 
-@pytest.fixture(scope="session")
-def learning_corpus_silent(tmp_path_factory) -> Path:
-    """Same labels as ``learning_corpus``, every recording replaced by 3 s of silence (the control)."""
-    from lmm_apa.data.synth import write_synthetic_corpus
+class LearningRuns:
+    """The session's recipe runs: started together, each awaited when a test first needs it."""
 
-    out = tmp_path_factory.mktemp("learn_silent") / "corpus"
-    write_synthetic_corpus(out, n_utterances=LEARN_N, seed=LEARN_SEED, test_fraction=LEARN_TEST_FRACTION,
-                           silence=True)
-    return out
+    def __init__(self, root: Path, corpus: Path, recipes: set[str]):
+        self.procs = {}
+        for recipe in sorted(recipes):
+            out = root / recipe
+            out.mkdir(parents=True, exist_ok=True)
+            log = open(out.parent / f"{recipe}.log", "w")  # stdout and stderr to a file: a pipe could fill
+            proc = subprocess.Popen([sys.executable, "-c", _WORKER, recipe, str(out), str(corpus), str(LEARN_SEED)],
+                                    stdout=log, stderr=subprocess.STDOUT, text=True)
+            self.procs[recipe] = (proc, log)
+        self.results: dict[str, dict] = {}
 
+    def get(self, recipe: str) -> dict:
+        if recipe not in self.results:
+            proc, log = self.procs[recipe]
+            proc.wait()
+            log.close()
+            text = Path(log.name).read_text()
+            lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                tail = text.splitlines()[-15:]
+                pytest.fail(f"learning recipe {recipe} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+            result = json.loads(lines[-1][len("RESULT "):])
+            result["metrics_json"] = json.loads(Path(result["metrics"]).read_text())
+            self.results[recipe] = result
+        return self.results[recipe]
 
-@pytest.fixture(scope="session")
-def tiny_qwen2_audio_6s(tmp_path_factory) -> Path:
-    from lmm_apa.models.tiny import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2-audio-6s", arch="qwen2-audio",
-                           seed=0, audio_seconds=TINY_AUDIO_SECONDS)
-
-
-def learning_run(out: Path, model: Path, corpus: Path, config: str = "tiny_demo", task: str | None = None,
-                 overrides: list[str] = ()) -> dict:
-    """Train on ``corpus``'s train split, assess its test split, evaluate. Returns
-    ``{"train": train summary, "metrics": metrics.json, "adapter": path, "task": task, "wall_s": s}``."""
-    import torch
-
-    from lmm_apa.evaluate.run import evaluate_predictions
-    from lmm_apa.infer.predict import predict_corpus
-    from lmm_apa.train.run import train_from_config
-
-    torch.set_num_threads(2)
-    t0 = time.perf_counter()
-    sets = [f"model={model}", f"data.train=[{{path: '{corpus}', split: train}}]", f"output_dir={out / 'train'}",
-            "resume=false", *([f"tasks=[{task}]"] if task else []), *overrides]
-    train = train_from_config(config, overrides=sets)
-    task = task or train["tasks"][0]
-    preds = out / "predictions.jsonl"
-    predict_corpus(corpus, model=str(model), adapter=train["adapter"], task=task, out=preds,
-                   decoding="constrained", split="test", progress=False)
-    metrics = evaluate_predictions(preds, corpus, out=out / "eval", split="test")
-    result = {"train": train, "metrics": metrics, "adapter": train["adapter"], "task": task,
-              "wall_s": round(time.perf_counter() - t0, 1)}
-    (out / "learning_run.json").write_text(json.dumps(result, indent=2, default=str))
-    return result
-
-
-def pcc(metrics: dict, level: str, aspect: str = "accuracy", expected: bool = True):
-    """A PCC from metrics.json (the expected-score section by default); None where undefined."""
-    node = metrics.get("expected", {}) if expected else metrics
-    return (((node or {}).get(level) or {}).get(aspect) or {}).get("pcc")
+    def stop(self) -> None:
+        for proc, log in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
 
 
 @pytest.fixture(scope="session")
-def qwen_learning(tmp_path_factory, tiny_qwen2_audio_6s, learning_corpus) -> dict:
-    """The tiny Qwen2-Audio model fine-tuned with ``tiny_demo`` (the demo's own config)."""
-    return learning_run(tmp_path_factory.mktemp("qwen_learning"), tiny_qwen2_audio_6s, learning_corpus)
+def learning_runs(tmp_path_factory, learning_corpus):
+    runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, NEEDED_RECIPES or set(RECIPE_FIXTURES.values()))
+    yield runs
+    runs.stop()
 
 
-# The phone-level proof: seed 001's `full` task (sentence + word + phone scores in one answer) with the
-# demo's config for more epochs (measured on this corpus: phone PCC 0.14 after 150 steps, 0.51 after 450).
-QWEN_FULL_OVERRIDES = ["tasks=[full]", "epochs=6"]
+def show(name: str, run: dict) -> str:
+    """One line of figures for the test log (pytest -s)."""
+    acc, sil = run["accuracy_pcc"], run["silenced_accuracy_pcc"] or {}
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"\n{name}: held-out accuracy PCC (expected score) sentence {fmt(acc['sentence'])}, word "
+            f"{fmt(acc['word'])}, phone {fmt(acc['phone'])}; argmax sentence "
+            f"{fmt(run['sentence_accuracy_pcc']['argmax'])}; audio silenced: sentence {fmt(sil.get('sentence'))}, "
+            f"phone {fmt(sil.get('phone'))}; {run['steps']} steps, {run['timings']['wall_s']} s")
 
 
 @pytest.fixture(scope="session")
-def qwen_full_learning(tmp_path_factory, tiny_qwen2_audio_6s, learning_corpus) -> dict:
-    """The tiny Qwen2-Audio model fine-tuned on the `full` task (sentence, word and phone scores)."""
-    return learning_run(tmp_path_factory.mktemp("qwen_full_learning"), tiny_qwen2_audio_6s, learning_corpus,
-                        overrides=QWEN_FULL_OVERRIDES)
+def demo_learning(learning_runs) -> dict:
+    """The demo's recipe: tiny Qwen2-Audio, ``tiny_demo``, sentence-accuracy task."""
+    return learning_runs.get("demo")
 
 
 @pytest.fixture(scope="session")
-def qwen_full_learning_silent(tmp_path_factory, tiny_qwen2_audio_6s, learning_corpus_silent) -> dict:
-    """The same run with every recording replaced by silence (the control for sentence and phone)."""
-    return learning_run(tmp_path_factory.mktemp("qwen_full_learning_silent"), tiny_qwen2_audio_6s,
-                        learning_corpus_silent, overrides=QWEN_FULL_OVERRIDES)
+def full_learning(learning_runs) -> dict:
+    """Tiny Qwen2-Audio on Wang et al. 2025's `full` task (sentence, word and phone scores)."""
+    return learning_runs.get("full")
+
+
+@pytest.fixture(scope="session")
+def phi4_learning(learning_runs) -> dict:
+    """Tiny Phi-4-multimodal on Ahn & Nam 2025's `apa` task."""
+    return learning_runs.get("phi4-apa")

@@ -1,7 +1,7 @@
 """SimPO + λ·CE raises the held-out preference margin over SFT alone (seed 001 §2.2, issue 4.5).
 
-Both arms start from the same SFT model (the tiny Qwen2-Audio model of ``qwen_learning``, trained on
-the `full` task) and take the same number of steps on the synthetic train split: one more SFT, the
+Both arms start from the same SFT model (the tiny Qwen2-Audio model of ``demo_learning``, the demo's
+recipe) and take the same number of steps on the synthetic train split: one more SFT, the
 other SimPO + 0.1·CE (β 0.1, γ 0.5 inside the β bracket, as the paper writes it). The margin is
 mean r(y+) − r(y−) on held-out simulated pairs (``make_preference_pair``), r the mean token
 log-likelihood of the answer, as in the paper's loss."""
@@ -60,17 +60,18 @@ def heldout_margin(model_dir: Path, adapter: Path, corpus: Path, task: str, batc
     return float(np.mean(margins))
 
 
-def test_simpo_raises_heldout_margin_over_sft(tmp_path, qwen_learning, tiny_qwen2_audio_6s, learning_corpus):
+def test_simpo_raises_heldout_margin_over_sft(tmp_path, demo_learning):
     from lmm_apa.train.run import train_from_config
 
-    start = _as_base_model(Path(qwen_learning["adapter"]), Path(tiny_qwen2_audio_6s), tmp_path / "sft-start")
-    task = qwen_learning["task"]
-    common = [f"model={start}", f"data.train=[{{path: '{learning_corpus}', split: train}}]", f"tasks=[{task}]",
+    corpus, base = Path(demo_learning["corpus"]), Path(demo_learning["model"])
+    start = _as_base_model(Path(demo_learning["out"]) / "train" / "adapter", base, tmp_path / "sft-start")
+    task = demo_learning["task"]
+    common = [f"model={start}", f"data.train=[{{path: '{corpus}', split: train}}]", f"tasks=[{task}]",
               f"max_steps={STEPS}", "lr=2.0e-4", "warmup_ratio=0.0", "resume=false"]
     sft = train_from_config("tiny_demo", overrides=common + [f"output_dir={tmp_path / 'sft'}"])
     simpo = train_from_config("tiny_demo", overrides=common + [f"output_dir={tmp_path / 'simpo'}", "objective=simpo"])
-    m_sft = heldout_margin(start, Path(sft["adapter"]), learning_corpus, task)
-    m_simpo = heldout_margin(start, Path(simpo["adapter"]), learning_corpus, task)
+    m_sft = heldout_margin(start, Path(sft["adapter"]), corpus, task)
+    m_simpo = heldout_margin(start, Path(simpo["adapter"]), corpus, task)
     print(f"\nheld-out preference margin (mean r(y+) - r(y-)): SFT {m_sft:.4f}, SimPO+CE {m_simpo:.4f} "
           f"({STEPS} steps each from the same SFT model)")
     assert m_simpo > m_sft
