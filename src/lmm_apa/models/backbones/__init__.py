@@ -152,7 +152,7 @@ def check_backbone_tokenizer(backbone: Backbone) -> None:
     """The loaded tokenizer (and the processor's, where it has its own) tokenizes as the checkpoint's
     tokenizer.json does, on probe strings plus this backbone's chat and placeholder tokens; a clear
     ValueError otherwise (see ``lmm_apa.models.backbones.tokenizer``)."""
-    chat = backbone.prompt_text("<|APA|>Rate 1000 words: IT'S fine.") + "{'accuracy': 10}" + backbone.end_of_turn
+    chat = backbone.prompt_text(CONTROL_TOKENS[0] + "Rate 1000 words: IT'S fine.") + "{'accuracy': 10}" + backbone.end_of_turn
     tokenizers = [backbone.tokenizer]
     processor_tokenizer = getattr(backbone.processor, "tokenizer", None)
     if processor_tokenizer is not None and processor_tokenizer is not backbone.tokenizer:

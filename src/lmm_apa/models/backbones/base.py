@@ -35,8 +35,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-IGNORE_INDEX = -100
-CONTROL_TOKENS = ("<|APA|>", "<|MDD|>")
+from lmm_apa.prompts.tasks import APA_TOKEN, MDD_TOKEN
+
+IGNORE_INDEX = -100  # label of a position the loss skips (prompt, audio, padding): torch's cross-entropy default
+CONTROL_TOKENS = (APA_TOKEN, MDD_TOKEN)  # Ahn & Nam 2025's task markers, spelled by their tasks
 
 
 @dataclass(frozen=True)
