@@ -305,6 +305,9 @@ def plot_loss_log(path: str | Path, png: str | Path) -> Optional[Path]:
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=key)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title("Training loss" + (" and its parts" if len(ax.get_lines()) > 1 else ""))
