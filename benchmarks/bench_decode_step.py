@@ -36,6 +36,7 @@ def main(argv=None) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     from lmm_apa.infer.generate import model_device
+    from lmm_apa.models.compat import cache_kwargs, output_cache
     from lmm_apa.models.loading import load_model
 
     model = args.model
@@ -51,7 +52,7 @@ def main(argv=None) -> list[dict]:
     for batch in [int(b) for b in args.batch.split(",")]:
         ids = torch.randint(10, vocab - 10, (batch, args.past), device=device)
         with torch.no_grad():
-            cache = m(input_ids=ids, use_cache=True).past_key_values
+            cache = output_cache(m(input_ids=ids, use_cache=True))
         for q in [int(x) for x in args.queries.split(",")]:
             mask = torch.zeros(batch, 1, q, args.past + q, device=device)
             mask[:, :, :, args.past:] = torch.triu(torch.full((q, q), torch.finfo(torch.float32).min, device=device), 1)
@@ -60,7 +61,7 @@ def main(argv=None) -> list[dict]:
 
             def step():
                 with torch.no_grad():
-                    m(input_ids=x, attention_mask=mask.to(m.dtype), position_ids=pos, past_key_values=cache, use_cache=True)
+                    m(input_ids=x, attention_mask=mask.to(m.dtype), position_ids=pos, use_cache=True, **cache_kwargs(m, cache))
                 cache.crop(-q)
                 if device.type == "cuda":
                     torch.cuda.synchronize()

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from lmm_apa.models.compat import cache_kwargs, output_cache
 from lmm_apa.prompts.template import key_to_str, render
 
 SENTENCES = ["WE CALL IT BEAR", "THE CAT SAT", "GOOD MORNING", "I LIKE TEA", "OPEN THE DOOR", "READ A BOOK"]
@@ -112,7 +113,7 @@ def test_constrained_on_backbone_parses_and_matches_rendered_ids(arch, request, 
                 ids = ids[:cut]
                 x = torch.tensor([ids])
                 with torch.no_grad():
-                    out = bb.model(input_ids=x, past_key_values=copy.deepcopy(prompt_out.past_key_values),
+                    out = bb.model(input_ids=x, **cache_kwargs(bb.model, copy.deepcopy(output_cache(prompt_out))),
                                    attention_mask=torch.ones(1, n_prompt + len(ids), dtype=torch.long),
                                    position_ids=torch.arange(n_prompt, n_prompt + len(ids))[None], use_cache=True)
                 lp = torch.cat([prompt_out.logits[0, -1:], out.logits[0, :-1]]).float().log_softmax(-1)

@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from lmm_apa.models.compat import cache_kwargs, output_cache
 from lmm_apa.models.logits import logits_only_at
 from lmm_apa.prompts.template import Slot, Template, format_score
 
@@ -437,7 +438,7 @@ def _prefill(model, prefill: dict) -> _BatchState:
     with logits_only_at(model, slice(-1, None)):
         out = model(**prefill, position_ids=position_ids, use_cache=True)
     attn2d = attn_t.cpu().numpy()
-    return _BatchState(cache=out.past_key_values, last_lp=torch.log_softmax(out.logits[:, -1].float(), dim=-1),
+    return _BatchState(cache=output_cache(out), last_lp=torch.log_softmax(out.logits[:, -1].float(), dim=-1),
                        attn2d=attn2d, next_pos=attn2d.sum(-1).astype(np.int64), dtype=out.logits.dtype,
                        device=attn_t.device)
 
@@ -553,8 +554,8 @@ def _forward_chunk(model, state: _BatchState, ids, pos, allowed, readout: _Reado
     column = {q: j for j, q in enumerate(columns)}
     with logits_only_at(model, columns):
         out = model(input_ids=torch.from_numpy(ids).to(state.device), attention_mask=mask,
-                    position_ids=torch.from_numpy(pos).to(state.device), past_key_values=state.cache, use_cache=True)
-    state.cache = out.past_key_values
+                    position_ids=torch.from_numpy(pos).to(state.device), use_cache=True, **cache_kwargs(model, state.cache))
+    state.cache = output_cache(out)
     if not readout.rows:
         return None
     return torch.log_softmax(out.logits[readout.rows, [column[q] for q in readout.queries]].float(), dim=-1)

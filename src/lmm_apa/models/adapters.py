@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmm_apa.models.backbones.base import Backbone
+from lmm_apa.models.compat import quiet_peft_checkpointing_probe
 
 METHODS = ("lora", "unfreeze", "full")
 ADAPTER_INFO = "lmm_apa_adapter.json"  # the adapter's record: arch, method, base model (+ what training adds)
@@ -63,7 +64,8 @@ def _trainable_own_lora(model, backbone: Backbone, modules_to_save: list[str] | 
     from peft.utils.other import _set_trainable
 
     subfolder = backbone.spec.own_lora_subfolder
-    model = PeftModel.from_pretrained(model, backbone.source, subfolder=subfolder, is_trainable=True)
+    with quiet_peft_checkpointing_probe():
+        model = PeftModel.from_pretrained(model, backbone.source, subfolder=subfolder, is_trainable=True)
     if modules_to_save:
         config = model.peft_config[model.active_adapter]
         config.modules_to_save = list(modules_to_save)
@@ -124,7 +126,8 @@ def apply_adapter(
                 r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_regex(backbone, target_modules),
                 modules_to_save=modules_to_save, task_type="CAUSAL_LM",
             )
-            model = get_peft_model(model, config)
+            with quiet_peft_checkpointing_probe():
+                model = get_peft_model(model, config)
     model.train()
     backbone.model = model
     backbone.adapter = AdapterState(method=method, own_lora_merged=merged)
@@ -163,7 +166,8 @@ def load_adapter(backbone: Backbone, path: str | Path, is_trainable: bool = Fals
         # replaces the shipped LoRA it was trained from
         current = current.merge_and_unload() if merged else current.unload()
     if (path / "adapter_config.json").is_file():
-        model = PeftModel.from_pretrained(current, str(path), is_trainable=is_trainable)
+        with quiet_peft_checkpointing_probe():
+            model = PeftModel.from_pretrained(current, str(path), is_trainable=is_trainable)
     elif (path / "config.json").is_file():
         model = type(current).from_pretrained(str(path), dtype=current.dtype).to(current.device)
     else:

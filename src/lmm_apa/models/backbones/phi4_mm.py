@@ -206,7 +206,10 @@ def load(source: str, model_kwargs: dict, speech_lora: bool = True) -> Phi4MMBac
     if speech_lora and _has_speech_lora(source):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, source, subfolder=SPEECH_LORA_SUBFOLDER, is_trainable=False)
+        from lmm_apa.models.compat import quiet_peft_checkpointing_probe
+
+        with quiet_peft_checkpointing_probe():
+            model = PeftModel.from_pretrained(model, source, subfolder=SPEECH_LORA_SUBFOLDER, is_trainable=False)
         own_lora = SPEECH_LORA_SUBFOLDER
     return wrap(model, tokenizer, feature_extractor, processor, str(source), own_lora)
 
