@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 
 from lmm_apa.models.backbones import load_backbone
 from lmm_apa.models.compat import (
@@ -25,6 +27,8 @@ from lmm_apa.models.compat import (
 torch.set_num_threads(2)
 
 ARCHS = ["qwen2-audio", "phi4-mm"]
+RENAMED = Version(transformers.__version__) >= Version("5.24")  # past_key_values -> cache
+CACHE_NAME = "cache" if RENAMED else "past_key_values"
 DEPRECATION = r"(?is).*deprecat"  # matched from the start; transformers, peft and torch all say "deprecated"
 
 
@@ -58,7 +62,7 @@ def test_constrained_decode_raises_no_deprecation(arch, tiny_qwen2_audio, tiny_p
     from lmm_apa.prompts.template import SlotKey, Template
 
     backbone = _backbone(arch, tiny_qwen2_audio, tiny_phi4_mm)
-    assert cache_argument(backbone.model) == "cache"  # transformers 5.24 (installed) declares the new name
+    assert cache_argument(backbone.model) == CACHE_NAME
 
     def template():
         return (Template().literal("Accuracy: ").slot(SlotKey.sentence("accuracy"))
@@ -88,6 +92,7 @@ def test_training_step_raises_no_deprecation(arch, tiny_qwen2_audio, tiny_phi4_m
     assert deprecations_are_errors == [], f"{arch}: logged deprecations {deprecations_are_errors}"
 
 
+@pytest.mark.skipif(not RENAMED, reason="before transformers 5.24 past_key_values is the current name")
 def test_the_fixture_catches_the_old_cache_name(tiny_qwen2_audio, deprecations_are_errors):
     """The guard above can fail: passing ``past_key_values`` raises under it, reading it is logged."""
     backbone = load_backbone(tiny_qwen2_audio)
@@ -173,7 +178,7 @@ def test_peft_wrapped_tiny_model_reads_the_inner_signature(tiny_qwen2_audio):
 
     with quiet_peft_checkpointing_probe():
         model = get_peft_model(load_backbone(tiny_qwen2_audio).model, LoraConfig(r=2, target_modules=["q_proj"]))
-    assert cache_argument(model) == "cache"
+    assert cache_argument(model) == CACHE_NAME
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
