@@ -29,6 +29,7 @@ import json
 from pathlib import Path
 
 from lmm_apa.models.backbones import ARCHS, check_arch, phi4_mm, qwen2_audio
+from lmm_apa.models.compat import quiet_peft_checkpointing_probe
 from lmm_apa.models.tiny_tokenizer import O200K_PRETOKENIZE_REGEX, QWEN2_PRETOKENIZE_REGEX, real_tokenizer, train_bpe
 
 MARKER = "lmm_apa_tiny.json"
@@ -232,8 +233,9 @@ def _save_phi4_mm(out: Path, seed: int, backend=None) -> None:
     spec = phi4_mm.SPEC
     targets = rf"^{spec.lora_layers_prefix}\.\d+\..*\.({'|'.join(spec.lora_target_modules)})$"
     torch.manual_seed(seed + 1)
-    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
-                                            init_lora_weights=False))
+    with quiet_peft_checkpointing_probe():
+        lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
+                                                init_lora_weights=False))
     for name, p in lora.named_parameters():  # keep the random LoRA small next to the base weights
         if "lora_" in name:
             p.data.mul_(0.1)
