@@ -1,10 +1,10 @@
-"""Decoding cost at full size (issue 5): throughput over an SO762-sized test set and single-utterance
+"""Decoding cost at full size: throughput over an SO762-sized test set and single-utterance
 latency, template-constrained vs free decoding, on a random-weight full-size backbone.
 
     python benchmarks/bench_gpu_decode.py --arch qwen2-audio --utterances 500 --batch-size 16 --steps 5
     python benchmarks/bench_gpu_decode.py --device cpu --scale 0.01 --utterances 4 --batch-size 2 --steps 1   # smoke
 
-Goals (issue 5): the 2,500-utterance SO762 test set in under 2 minutes, one utterance in under
+Goals: the 2,500-utterance SO762 test set in under 2 minutes, one utterance in under
 300 ms, with the ``full`` task (sentence + word + phone scores).
 
 What runs is our code: ``lmm_apa.infer.predict.assess_utterances`` (what ``lmm-apa predict`` runs per

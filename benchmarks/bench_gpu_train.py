@@ -1,4 +1,4 @@
-"""Training cost at full size (issue 4): peak memory, step time, tokens/s and model-FLOPs utilisation
+"""Training cost at full size: peak memory, step time, tokens/s and model-FLOPs utilisation
 of the project's own training step on a random-weight full-size backbone.
 
     python benchmarks/bench_gpu_train.py --arch qwen2-audio --seconds 4,20 --gradient-checkpointing both [--qlora]
@@ -29,7 +29,7 @@ Figures (printed as one table, then one JSON line):
   runs its whole 30 s / 1,500-frame window); Unfreeze adds the encoder's backward. Attention
   matmuls are included. MFU = counted FLOPs per step / median step time / ``--peak-tflops``
   (default 989 = H100 SXM dense bf16; the H200 has the same compute; a dense 8k bf16 matmul reached
-  ~790-800 on these machines, see /work/.library/device/KINDS.md). An analytic cross-check
+  ~790-800 on the H200 these figures were measured on). An analytic cross-check
   (2N per token per matmul direction, attention left out) is printed beside it. Caveat: it counts
   the output head on every LM position, while the trainer now runs the head on the answer positions
   only (``answer_logits``), so it over-counts by up to the head's share (Qwen2-Audio-7B: 0.64 B of
@@ -59,7 +59,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     fs.add_common_args(p, sweep=True)
     p.add_argument("--method", choices=("lora", "unfreeze"), default="lora")
-    p.add_argument("--lora-r", type=int, default=None, help="default: 8 (qwen2-audio, seed 001), 320 (phi4-mm speech LoRA)")
+    p.add_argument(
+        "--lora-r", type=int, default=None, help="default: 8 (qwen2-audio, Wang et al. 2025), 320 (phi4-mm speech LoRA)"
+    )
     p.add_argument("--lora-alpha", type=int, default=None)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)

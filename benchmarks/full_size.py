@@ -1,4 +1,5 @@
-"""Full-size backbones with random weights, built in memory, for the GPU benchmarks (SPEC §6).
+"""Full-size backbones with random weights, built in memory, for the GPU benchmarks (compute and
+memory do not depend on the weights' values).
 
 Why: no weights can be downloaded, yet real-scale cost (memory, step time, decoding throughput at
 7B) must be measured; timing does not depend on the weights' values. So the published architectures
@@ -68,8 +69,8 @@ PHI4_SPEECH_LORA = dict(r=320, alpha=640)  # the checkpoint's speech-lora/adapte
 DEFAULT_LORA = {"qwen2-audio": dict(r=8, alpha=16), "phi4-mm": PHI4_SPEECH_LORA}
 ARCHS = ("qwen2-audio", "phi4-mm")
 
-# SO762 (SPEC §1): durations mean 4.0 s, median 3.5 s, max 20.4 s; words per second measured on the
-# bundled real sample (80 utterances, 6.3 words / 3.76 s on average).
+# Speechocean762 (SO762, 5,000 utterances): durations mean 4.0 s, median 3.5 s, max 20.4 s; words per
+# second measured on the bundled real sample (80 utterances, 6.3 words / 3.76 s on average).
 SO762_MEAN_S, SO762_MEDIAN_S, SO762_MAX_S = 4.0, 3.5, 20.4
 SO762_WORDS_PER_SECOND = 1.67
 

@@ -1,4 +1,4 @@
-"""Proof that the Phi-4-multimodal-architecture path learns too (issue 4.5): the tiny random
+"""Proof that the Phi-4-multimodal-architecture path learns too: the tiny random
 Phi4MultimodalForCausalLM, fine-tuned on Ahn & Nam 2025's `apa` task (control token, rubric prompt,
 JSON-like answer) on the synthetic corpus, predicts held-out sentence accuracy from the audio; the
 same model on the same held-out readings with the audio silenced does not.

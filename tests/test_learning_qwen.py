@@ -1,4 +1,4 @@
-"""Proof that the pipeline learns (issue 4.5, issue 15): the tiny Qwen2-Audio-architecture model,
+"""Proof that the pipeline learns: the tiny Qwen2-Audio-architecture model,
 fine-tuned through the real training path on the synthetic corpus and assessed on held-out readings
 through the real constrained + expected-score decoder, predicts scores that follow the audio; the
 same trained model, given the same held-out readings with their audio silenced, does not (a

@@ -1,4 +1,4 @@
-"""SimPO + λ·CE raises the held-out preference margin over SFT alone (seed 001 §2.2, issue 4.5).
+"""SimPO + λ·CE raises the held-out preference margin over SFT alone (Wang et al. 2025 section 2.2).
 
 Both arms start from the same SFT model (the tiny Qwen2-Audio model of ``demo_learning``, the demo's
 recipe) and take the same number of steps on the synthetic train split: one more SFT, the

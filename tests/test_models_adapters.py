@@ -67,7 +67,7 @@ def test_trainable_parameter_sets(arch_path):
 
 
 def test_phi4_lora_continues_its_speech_lora(tiny_phi4_mm):
-    """seed 002 trains the checkpoint's speech LoRA: same tensors as shipped, now trainable."""
+    """Ahn & Nam 2025 train the checkpoint's speech LoRA: same tensors as shipped, now trainable."""
     from peft.utils import load_peft_weights
 
     shipped = load_peft_weights(str(tiny_phi4_mm / "speech-lora"))

@@ -77,7 +77,7 @@ def test_chat_turn_layouts(tiny_qwen2_audio, tiny_phi4_mm):
         "<|im_start|>assistant\n"
     )
     p = load_backbone(tiny_phi4_mm)
-    # seed 002 figure 3: the control token comes before the audio
+    # Ahn & Nam 2025 figure 3: the control token comes before the audio
     audio = p.tokenizer.convert_ids_to_tokens(p.model.config.audio_config.audio_token_id)
     assert p.audio_token == audio
     assert p.prompt_text("<|APA|>Rate it.") == f"<|user|><|APA|>{audio}Rate it.<|end|><|assistant|>"

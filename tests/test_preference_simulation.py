@@ -1,4 +1,5 @@
-"""Simulated SimPO / DPO pairs obey SPEC §3's rules (property-based)."""
+"""Simulated SimPO / DPO pairs obey Wang et al. 2025's rules: only the target aspect moves, by 2-4
+within the scale, and the scores that depend on it follow (property-based)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Parsing never raises, aligns words and phones by content, and flags bad values (issue 3 item 2).
+"""Parsing never raises, aligns words and phones by content, and flags bad values.
 
-The property test corrupts seed 001 targets the ways free generation does (truncation, reordered
+The property test corrupts Wang et al. 2025-style targets the ways free generation does (truncation, reordered
 words / phone groups / lines, extra prose, dropped / doubled / miscounted tokens, non-numbers,
 out-of-range numbers) and checks that every score whose text survived intact is still read with
 its value, and that every damaged one is reported, never silently filled in."""

@@ -1,4 +1,4 @@
-"""Tasks: instructions, targets, templates and round trips (SPEC §2)."""
+"""Tasks: instructions, targets, templates and round trips for the tasks of Wang et al. 2025 and Ahn & Nam 2025."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prompts_utils import make_utt
 
 
 def bear() -> Utterance:
-    """SPEC §2's illustrative "WE CALL IT BEAR" (SYNTHETIC values)."""
+    """An illustrative "WE CALL IT BEAR" in Wang et al. 2025's comprehensive format (SYNTHETIC values)."""
     words = [
         Word("WE", ["W", "IY0"], 10, 10, 10, [2.0, 2.0]),
         Word("CALL", ["K", "AO0", "L"], 10, 10, 10, [2.0, 2.0, 2.0]),

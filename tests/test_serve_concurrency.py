@@ -135,7 +135,7 @@ SERVER_SCRIPT = textwrap.dedent("""
 
 
 def test_sigterm_ends_within_a_bounded_time_while_a_decode_runs(tmp_path):
-    """A decode that would run for 10 minutes must not hold a SIGTERM'd server (issue 13)."""
+    """A decode that would run for 10 minutes must not hold a SIGTERM'd server."""
     port = _free_port()
     script = tmp_path / "server.py"
     script.write_text(SERVER_SCRIPT.format(tests=str(Path(__file__).parent), port=port))
@@ -171,3 +171,63 @@ def _swallow(fn, *args):
         fn(*args)
     except httpx.HTTPError:
         pass
+
+
+def _job(text="bear"):
+    import numpy as np
+
+    from lmm_apa.serve.worker import Job
+
+    return Job(np.ones(1600, dtype=np.float32), 16000, text, None, "constrained", deadline=time.monotonic() + 30)
+
+
+def _ready_worker(recorder, **kw):
+    from lmm_apa.serve.worker import ModelWorker
+
+    worker = ModelWorker(lambda: fake_backbone(), recorder, window_s=0.0, **kw).start()
+    deadline = time.monotonic() + 10
+    while not worker.ready:
+        assert time.monotonic() < deadline, worker.reason
+        time.sleep(0.01)
+    return worker
+
+
+def test_a_job_submitted_as_the_server_stops_is_answered_not_left_to_time_out():
+    """submit() passed its checks, then stop() ran before the job reached the queue: the job must
+    still be answered (decoded, or refused as not ready) rather than wait for its deadline."""
+    from concurrent.futures import wait
+
+    from lmm_apa.serve.worker import NotReady
+
+    worker = _ready_worker(Recorder(), max_batch=1, queue_size=4)
+    stopper = threading.Thread(target=worker.stop, args=(5.0,))
+    put = worker.queue.put_nowait
+
+    def put_after_stop_began(job):
+        if job is None:  # stop()'s own wake-up call
+            return put(job)
+        stopper.start()
+        stopper.join(0.5)  # stop() runs now, between submit's check and its put (unless it must wait)
+        put(job)
+
+    worker.queue.put_nowait = put_after_stop_began
+    future = worker.submit(_job())
+    stopper.join(10)
+    done, _ = wait([future], timeout=3)
+    assert done, "the job was never answered"
+    if future.exception() is not None:
+        assert isinstance(future.exception(), NotReady)
+    with pytest.raises(NotReady):
+        worker.submit(_job())
+
+
+def test_batch_history_is_bounded():
+    from lmm_apa.serve.worker import RECENT_BATCHES
+
+    rec = Recorder()
+    worker = _ready_worker(rec, max_batch=1, queue_size=4)
+    n = RECENT_BATCHES + 10
+    for i in range(n):
+        worker.submit(_job(f"bear {i}")).result(timeout=10)
+    worker.stop(5.0)
+    assert len(worker.batches) == RECENT_BATCHES and worker.batches_run == n

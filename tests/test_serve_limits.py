@@ -1,5 +1,6 @@
-"""Limits before work: every hostile upload or text of issue 13 is refused before it costs memory or
-model time, with JSON ``{error, detail, field}`` naming the file or field and no internals.
+"""Limits before work: every hostile upload or text (oversized, malformed, multichannel, over-long)
+is refused before it costs memory or model time, with JSON ``{error, detail, field}`` naming the
+file or field and no internals.
 
 A real tiny Qwen2-Audio serves these (most requests are refused before it is reached); the audio
 reader's memory bounds are checked directly with tracemalloc."""
@@ -13,22 +14,9 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from serve_utils import wav_bytes
+from serve_utils import client, wav_bytes  # noqa: F401 - client is a fixture
 
 TEXT = "We call it bear."
-
-
-@pytest.fixture(scope="module")
-def client(tiny_qwen2_audio):
-    from fastapi.testclient import TestClient
-
-    from lmm_apa.models.loading import load_model
-    from lmm_apa.serve.app import create_app
-
-    bb = load_model(str(tiny_qwen2_audio), device="cpu")
-    with TestClient(create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full"),
-                    base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def post(client, audio: bytes, text=TEXT, name="learner.wav", **data):
@@ -74,7 +62,7 @@ def test_not_audio_is_415_naming_the_upload(client):
 
 
 def test_multichannel_high_rate_flac_is_refused_before_decoding(client):
-    """Issue 13: a 185 KB FLAC (8 channels, 192 kHz, 120 s) was decoded in full (+810 MB)."""
+    """Regression: a 185 KB FLAC (8 channels, 192 kHz, 120 s) was decoded in full (+810 MB)."""
     flac = _silent_flac(channels=8, sr=192_000, seconds=120)
     assert len(flac) < 2_000_000
     assert_refusal(post(client, flac, name="bomb.flac"), 415, "audio", "bomb.flac", "8 channels")

@@ -30,8 +30,23 @@ def test_health_and_ready_once_loaded():
         assert h["status"] == "ok" and h["loaded"] and h["limits"]["max_seconds"] == 15.0
 
 
+def test_health_names_the_model_without_the_servers_folders(tmp_path):
+    """/health is public: a local model or adapter shows by its folder's name, a hub id as is."""
+    from lmm_apa.serve.app import create_app, public_name
+
+    model, adapter = tmp_path / "models" / "qwen-tiny", tmp_path / "runs" / "adapter-7"
+    app = create_app(model=str(model), adapter=str(adapter), backbone=fake_backbone(), batch_fn=Recorder())
+    with local(app) as c:
+        wait_ready(c)
+        h = c.get("/health")
+    assert h.json()["model"] == "qwen-tiny" and h.json()["adapter"] == "adapter-7"
+    assert str(tmp_path) not in h.text
+    assert public_name("Qwen/Qwen2-Audio-7B-Instruct") == "Qwen/Qwen2-Audio-7B-Instruct"
+    assert public_name("./runs/a") == "a" and public_name("~/x/y") == "y" and public_name(None) is None
+
+
 def test_model_that_fails_to_load_answers_503_not_422(tmp_path):
-    """Issue 13: a model that failed to load answered 422 and /health still said ok."""
+    """Regression: a model that failed to load answered 422 and /health still said ok."""
     from lmm_apa.serve.app import create_app
 
     with TestClient(create_app(model=str(tmp_path / "no-such-model")), base_url="http://127.0.0.1") as c:

@@ -1,6 +1,6 @@
 """Upload size is refused before the body is held: on the Content-Length header at once, and while
 streaming for a body without one (chunked) or with a lying one, after at most the limit plus what the
-sockets buffer. Issue 13: a 200 MB upload was read whole into memory before the 20 MB check."""
+sockets buffer. Regression: a 200 MB upload was read whole into memory before the 20 MB check."""
 
 from __future__ import annotations
 

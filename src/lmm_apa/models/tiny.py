@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised models of the two exact backbone architectures (SPEC §6).
+"""Tiny, randomly initialised models of the two exact backbone architectures.
 
 No weights can be downloaded here, so every test and the demo run the real code path on these:
 transformers' own model classes (``Qwen2AudioForConditionalGeneration``,

@@ -40,7 +40,7 @@ ARPABET = (
 ).split()
 VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
 
-# Prompt-like text in the style of both papers (seed 001 section 2.1, seed 002 appendix 7).
+# Prompt-like text in the style of both papers (Wang et al. 2025 section 2.1, Ahn & Nam 2025 appendix 7).
 _PROMPT_TEXT = """You are a pronunciation evaluation teacher who analyzes speech at sentence, word and phone levels.
 At the sentence level, the evaluation includes accuracy, fluency, prosody, completeness, and a total score.
 Accuracy reflects phone-level pronunciation, accent, and clarity; fluency considers pauses, repetitions, and stammering;

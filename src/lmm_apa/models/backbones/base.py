@@ -239,7 +239,7 @@ def pad_rows(
 
 
 def split_control_token(prompt: str) -> tuple[str, str]:
-    """("<|APA|>", rest) when the prompt starts with a seed-002 control token, else ("", prompt)."""
+    """("<|APA|>", rest) when the prompt starts with one of Ahn & Nam 2025's control tokens, else ("", prompt)."""
     for token in CONTROL_TOKENS:
         if prompt.startswith(token):
             return token, prompt[len(token) :]

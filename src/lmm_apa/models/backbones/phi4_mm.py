@@ -1,4 +1,4 @@
-"""Phi-4-multimodal-instruct (seed 002's backbone) through transformers' own classes.
+"""Phi-4-multimodal-instruct (Ahn & Nam 2025's backbone) through transformers' own classes.
 
 Model: ``transformers.models.phi4_multimodal.Phi4MultimodalForCausalLM`` (the transformers-native
 checkpoint revision; no ``trust_remote_code``). Audio path: ``model.embed_tokens_extend.audio_embed``
@@ -9,7 +9,7 @@ torchvision; so inputs are built from the feature extractor + tokenizer directly
 token ``audio_embed_sizes[i]`` times exactly as ``Phi4MultimodalProcessor.replace_audio_token`` does
 (the processor is used when it can be built; tests check both give the same ids).
 
-Chat turn (Phi-4 format; seed 002 puts the control token before the audio, figure 3)::
+Chat turn (Phi-4 format; Ahn & Nam 2025 put the control token before the audio, figure 3)::
 
     <|user|>{<|APA|> or <|MDD|>}<|endoftext11|>...<|endoftext11|>{prompt}<|end|><|assistant|>{answer}<|end|>
 
@@ -19,7 +19,7 @@ The audio placeholder is the token whose id is ``config.audio_config.audio_token
 
 Speech LoRA: Phi-4-multimodal is a mixture of LoRAs; its speech skills live in a LoRA adapter on the
 language model that the checkpoint ships as a peft adapter in ``speech-lora/``. ``load`` wraps the
-model with it (``PeftModel``, frozen) when present; seed 002 fine-tunes exactly this adapter, so
+model with it (``PeftModel``, frozen) when present; Ahn & Nam 2025 fine-tune exactly this adapter, so
 ``apply_adapter(method="lora")`` continues training it rather than adding a new one, and
 "Unfreeze" = speech LoRA + ``audio_embed.encoder`` + the speech projector. The speech LoRA targets
 ``qkv_proj o_proj gate_up_proj down_proj`` of ``model.layers`` (rank 320 in the real checkpoint).

@@ -1,4 +1,4 @@
-"""Qwen2-Audio-7B-Instruct (seed 001's backbone) through transformers' own classes.
+"""Qwen2-Audio-7B-Instruct (Wang et al. 2025's backbone) through transformers' own classes.
 
 Model: ``Qwen2AudioForConditionalGeneration`` (Whisper-style audio encoder ``model.audio_tower`` ->
 linear projector ``model.multi_modal_projector`` -> Qwen2 language model ``model.language_model``).
@@ -14,11 +14,11 @@ Chat turn (the Instruct checkpoint's ChatML template, audio first, then the inst
 ``<|AUDIO|>`` is repeated once per audio frame after the encoder's 4x downsampling (25 per second), as
 ``Qwen2AudioProcessor`` does; the labels cover ``{answer}<|im_end|>`` only.
 
-LoRA targets (seed 001: "LoRA rank 8 for all target modules"): every linear layer of the language
+LoRA targets (Wang et al. 2025: "LoRA rank 8 for all target modules"): every linear layer of the language
 model, ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` under ``model.language_model.layers``;
 the audio encoder's linears (same names) are excluded.
 
-"Unfreeze" (seed 002's variant, available here too): LoRA + ``model.audio_tower`` +
+"Unfreeze" (Ahn & Nam 2025's variant, available here too): LoRA + ``model.audio_tower`` +
 ``model.multi_modal_projector`` fully trained.
 
 Audio limit: the encoder takes exactly ``2 * max_source_positions`` mel frames, i.e. 30 s for the real
