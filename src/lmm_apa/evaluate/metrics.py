@@ -3,13 +3,11 @@
 - score agreement (both papers): PCC (``scipy.stats.pearsonr``), SCC (``scipy.stats.spearmanr``),
   RMSE, and the PCC's p-value (``p``). A correlation of a constant series is undefined: it is ``None`` with a ``reason``, never a
   crash and never a misleading 0 (SO762 completeness is almost always 10);
-- WER and PER (Ahn & Nam 2025 eq. 1-2): Levenshtein (S + D + I) / N summed over the corpus, via jiwer;
+- WER and PER (Ahn & Nam 2025 eq. 1-2): Levenshtein (S + D + I) / N summed over the corpus, via jiwer
+  (``error_rate`` over token lists; ``evaluate.mdd`` feeds it phones in ``data.phones``' convention);
 - mispronunciation detection precision / recall / F1 (Ahn & Nam 2025 eq. 3-5) from the detection counts
   (TP = true rejection, FP = false rejection, FN = false acceptance); the counting itself, with
   the MDD phone convention and alignment, is in ``evaluate.mdd``.
-
-Phone symbols are compared without stress digits by default (``IY0`` == ``IY``): Ahn & Nam 2025's MDD
-prompt asks for CMUdict phones as in "AA, IH", and stress is not part of phone identity in MDD.
 """
 
 from __future__ import annotations
@@ -89,21 +87,6 @@ def wer_words(text: str) -> list[str]:
     return [w.strip("'") for w in text.split() if w.strip("'")]
 
 
-def normalise_phones(phones: Sequence[str] | str, strip_stress: bool = True) -> list[str]:
-    if isinstance(phones, str):
-        phones = phones.split()
-    out = []
-    for p in phones:
-        p = p.strip().upper()
-        if not p or p in ("-", "|"):
-            continue
-        if p.startswith("<"):
-            out.append(p.lower())  # <unk>
-            continue
-        out.append(re.sub(r"\d+$", "", p) if strip_stress else p)
-    return out
-
-
 def error_rate(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> dict:
     """Corpus Levenshtein error rate over token lists: ``{"rate", "substitutions", "deletions",
     "insertions", "n"}``; rate None when the references hold no tokens."""
@@ -126,12 +109,6 @@ def error_rate(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float | None:
     """Corpus WER of transcripts (words from ``wer_words``)."""
     return error_rate([wer_words(r) for r in refs], [wer_words(h) for h in hyps])["rate"]
-
-
-def per(refs: Sequence[Sequence[str] | str], hyps: Sequence[Sequence[str] | str], strip_stress: bool = True) -> float | None:
-    """Corpus PER of phone sequences."""
-    return error_rate([normalise_phones(r, strip_stress) for r in refs],
-                      [normalise_phones(h, strip_stress) for h in hyps])["rate"]
 
 
 # --------------------------------------------------------------------------- MDD
