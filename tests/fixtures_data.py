@@ -2,7 +2,7 @@
 
 All scores written here are SYNTHETIC (made up by this module, marked ``"_meta": {"synthetic":
 true}`` in scores.json and ``"synthetic": true`` in rows/lines): real SO762 labels are not
-available in this workplace. Audio is short generated tones (soundfile), distinct per utterance.
+available to the tests. Audio is short generated tones (soundfile), distinct per utterance.
 
 Reusable by other areas: ``so762_labelled_tree``, ``so762_unlabelled_tree``, ``hf_disk_copy``,
 ``parquet_copy``, ``jsonl_manifest``, ``mini_so762`` (the real 80-utterance unlabelled tree), and
@@ -147,7 +147,7 @@ def write_hf_copy(out: Path, kind: str = "disk") -> Path:
     feats = hf_features()
     dd = ds.DatasetDict({s: ds.Dataset.from_list(_hf_rows(s), features=feats) for s in ("train", "test")})
     # Rows are built with the Audio column's storage ({bytes, path}) and then cast to the Audio
-    # feature: encoding arrays through datasets would need torchcodec, which this workplace lacks.
+    # feature: encoding arrays through datasets would need torchcodec, which the test environment lacks.
     dd = dd.cast_column("audio", ds.Audio(sampling_rate=SR))
     if kind == "disk":
         dd.save_to_disk(str(out))
@@ -203,7 +203,7 @@ def jsonl_manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mini_so762() -> Path:
-    """The real 80-utterance SO762 tree (unlabelled) shared by the workplace; never copied."""
+    """The real 80-utterance SO762 tree (unlabelled), beside the repository; never copied."""
     if not (MINI_SO762 / "train" / "wav.scp").is_file():
         pytest.skip(f"real SO762 mini corpus not present at {MINI_SO762}")
     return MINI_SO762.resolve()

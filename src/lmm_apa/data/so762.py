@@ -2,7 +2,7 @@
 
 Why a reader of the raw tree rather than only the HF copy: it is the form the corpus is published
 in and the one users (and the synthetic corpus) have on disk; without ``resource/scores.json``
-(as in this workplace's mini copy) it still gives audio, text and canonical phones, which is all
+(as in the unlabelled 80-utterance mini copy the tests read) it still gives audio, text and canonical phones, which is all
 ``predict`` and ``assess`` need.
 
 Layout read:

@@ -1,10 +1,10 @@
 """A synthetic Speechocean762-like corpus whose every score is a known function of its audio.
 
-Why it exists: no model weights and no labelled speech can be downloaded in the workplace this toolkit was built in,
-yet the toolkit must *prove* that it learns. A corpus whose labels follow rules written here lets
-a tiny, randomly initialised model learn them in CPU minutes, and lets a broken pipeline (audio not
-reaching the model, labels shifted) fail visibly: the scores cannot be guessed from the text.
-Every utterance is marked synthetic (``"synthetic": true`` in ``resource/scores.json`` and
+Why it exists: no model weights and no labelled speech could be downloaded where this toolkit was
+built and tested, yet the toolkit must *prove* that it learns. A corpus whose labels follow rules
+written here lets a tiny, randomly initialised model learn them in CPU minutes, and lets a broken
+pipeline (audio not reaching the model, labels shifted) fail visibly: the scores cannot be guessed
+from the text. Every utterance is marked synthetic (``"synthetic": true`` in ``resource/scores.json`` and
 ``resource/SYNTHETIC.md``): these are never human labels.
 
 Audio (16 kHz, mono, 16-bit)
