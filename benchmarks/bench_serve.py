@@ -67,7 +67,9 @@ class Server:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), LMM_APA_API_KEY="")
         cmd = [sys.executable, "-m", "lmm_apa.cli", "serve", "--host", HOST, "--port", str(self.port), "--model", model,
                "--device", "cpu", "--max-batch", str(max_batch), "--queue-size", str(queue_size), "--timeout", "600"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # uvicorn logs every request: a pipe nobody reads until exit would fill and block the server
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         self.peak_rss = 0
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
@@ -93,7 +95,8 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
                     return
@@ -110,6 +113,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def recording() -> tuple[bytes, str]:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 
@@ -65,6 +66,20 @@ def running_server(app, **config):
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_qwen2_audio):
+    """A TestClient on the real app serving the tiny Qwen2-Audio (import this fixture by name)."""
+    from fastapi.testclient import TestClient
+
+    from lmm_apa.models.loading import load_model
+    from lmm_apa.serve.app import create_app
+
+    bb = load_model(str(tiny_qwen2_audio), device="cpu")
+    with TestClient(create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full"),
+                    base_url="http://127.0.0.1") as c:
+        yield c
 
 
 def wait_ready(client, timeout=30.0):

@@ -7,26 +7,7 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-
-
-def _wav_bytes(seconds=0.8, sr=16000, freq=200.0) -> bytes:
-    t = np.arange(int(seconds * sr)) / sr
-    buf = io.BytesIO()
-    sf.write(buf, (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, format="WAV")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def client(tiny_qwen2_audio):
-    from fastapi.testclient import TestClient
-
-    from lmm_apa.models.loading import load_model
-    from lmm_apa.serve.app import create_app
-
-    bb = load_model(str(tiny_qwen2_audio), device="cpu")
-    with TestClient(create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full"),
-                    base_url="http://127.0.0.1") as c:
-        yield c
+from serve_utils import client, wav_bytes  # noqa: F401 - client is a fixture
 
 
 def test_page_and_health(client):
@@ -38,14 +19,14 @@ def test_page_and_health(client):
 
 
 def test_assess_native_and_azure(client):
-    files = {"audio": ("learner.wav", _wav_bytes(sr=44100), "audio/wav")}
+    files = {"audio": ("learner.wav", wav_bytes(sr=44100), "audio/wav")}
     r = client.post("/assess", files=files, data={"text": "We call it bear."})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["parse_ok"] and [w["word"] for w in body["words"]] == ["WE", "CALL", "IT", "BEAR"]
     assert body["decoding"] == "constrained" and "sentence_expected" in body
     assert body["duration_s"] == pytest.approx(0.8, abs=0.01)
-    r = client.post("/assess", files={"audio": ("a.wav", _wav_bytes(), "audio/wav")},
+    r = client.post("/assess", files={"audio": ("a.wav", wav_bytes(), "audio/wav")},
                     data={"text": "We call", "format": "azure"})
     assert r.status_code == 200
     nb = r.json()["NBest"][0]
@@ -59,9 +40,9 @@ def test_assess_rejects_bad_input_with_reason(client):
     sf.write(silent, np.zeros(8000, dtype=np.float32), 16000, format="WAV")
     r = client.post("/assess", files={"audio": ("quiet.wav", silent.getvalue(), "audio/wav")}, data={"text": "We call"})
     assert r.status_code == 422 and "silent" in r.json()["detail"]
-    r = client.post("/assess", files={"audio": ("a.wav", _wav_bytes(), "audio/wav")}, data={"text": "Qzxv blorft"})
+    r = client.post("/assess", files={"audio": ("a.wav", wav_bytes(), "audio/wav")}, data={"text": "Qzxv blorft"})
     assert r.status_code == 422 and "QZXV" in r.json()["detail"].upper()
-    r = client.post("/assess", files={"audio": ("a.wav", _wav_bytes(), "audio/wav")}, data={"text": "   "})
+    r = client.post("/assess", files={"audio": ("a.wav", wav_bytes(), "audio/wav")}, data={"text": "   "})
     assert r.status_code == 422
     r = client.post("/assess", data={"text": "We call"})  # no file at all
     assert r.status_code == 422

@@ -28,10 +28,10 @@ def backbone(tiny_qwen2_audio):
 
 def _alone(backbone, audio: bytes, text: str) -> dict:
     from lmm_apa.data.audio import AudioLimits, read_upload
-    from lmm_apa.infer.assess import assess_waveform
+    from lmm_apa.infer.assess import assess_waveforms
 
     wave = read_upload(io.BytesIO(audio), "a.wav", AudioLimits(), target_sr=backbone.sampling_rate)
-    return assess_waveform(backbone, wave, backbone.sampling_rate, text)
+    return assess_waveforms(backbone, [(wave, backbone.sampling_rate, text, None)])[0]
 
 
 def test_batched_answers_equal_unbatched(backbone):
@@ -48,7 +48,7 @@ def test_batched_answers_equal_unbatched(backbone):
         with ThreadPoolExecutor(len(REQUESTS)) as pool:
             answers = list(pool.map(post, REQUESTS))
     assert [r.status_code for r in answers] == [200] * len(REQUESTS), [r.text[:200] for r in answers]
-    assert app.state.worker.batches == [len(REQUESTS)]  # one decode for all three
+    assert list(app.state.worker.batches) == [len(REQUESTS)]  # one decode for all three
     for (audio, text), r in zip(REQUESTS, answers):
         got, ref = r.json(), _alone(backbone, audio, text)
         assert got["parse_ok"] and got["output"] == ref["output"]

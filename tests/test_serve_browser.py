@@ -16,13 +16,12 @@ import io
 import os
 import re
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from serve_utils import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 SO762_MINI = REPO.parent / "shared" / "data" / "speechocean762-mini"
@@ -63,24 +62,12 @@ def browser():
 @pytest.fixture(scope="module")
 def server_url(tiny_qwen2_audio):
     """The real app under uvicorn on 127.0.0.1:<free port>, stopped after the module."""
-    import uvicorn
-
     from lmm_apa.models.loading import load_model
     from lmm_apa.serve.app import create_app
 
     bb = load_model(str(tiny_qwen2_audio), device="cpu")
-    app = create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(model=str(tiny_qwen2_audio), backbone=bb, task="full")) as base:
+        yield base + "/"
 
 
 @pytest.fixture

@@ -41,6 +41,14 @@ class AudioFormatError(AudioError):
     """Not audio we can read at all (unknown container, unsupported layout): the server's 415."""
 
 
+class AudioTooLongError(AudioError):
+    """Longer than the limit (a backbone's, or the server's): the server's ``audio_too_long``."""
+
+
+class AudioTooShortError(AudioError):
+    """Shorter than the least that can hold a word: the server's ``audio_too_short``."""
+
+
 @dataclass
 class AudioInfo:
     duration: float  # seconds
@@ -109,21 +117,13 @@ def load_audio(audio: Audio, target_sr: int | None = TARGET_SAMPLE_RATE, max_sec
     if max_seconds is not None and audio.array is None:
         info = audio_info(audio)  # refuse a long file before reading it
         if info.duration > max_seconds:
-            raise AudioError(f"{name}: audio is {info.duration:.2f} s long, over the {max_seconds:g} s limit")
+            raise AudioTooLongError(f"{name}: audio is {info.duration:.2f} s long, over the {max_seconds:g} s limit")
     x, sr = _read_source(audio)
     if x.size == 0 or len(x) == 0:
         raise AudioError(f"{name}: audio has no samples")
     if max_seconds is not None and len(x) / sr > max_seconds:
-        raise AudioError(f"{name}: audio is {len(x) / sr:.2f} s long, over the {max_seconds:g} s limit")
-    if not np.isfinite(x).all():
-        raise AudioError(f"{name}: audio contains non-finite samples (NaN or inf)")
-    mono = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
-    peak = float(np.max(np.abs(mono)))
-    if peak < SILENCE_PEAK:
-        raise AudioError(f"{name}: audio is all silent (peak {peak:.2e} < {SILENCE_PEAK:g})")
-    if target_sr is not None and sr != target_sr:
-        mono = soxr.resample(mono, sr, target_sr)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+        raise AudioTooLongError(f"{name}: audio is {len(x) / sr:.2f} s long, over the {max_seconds:g} s limit")
+    return check_waveform(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0], sr, name, target_sr)
 
 
 def decode_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
@@ -145,7 +145,7 @@ def check_audio(audio: Audio, deep: bool = True, max_seconds: float | None = Non
     without it only the header is read."""
     info = audio_info(audio)
     if max_seconds is not None and info.duration > max_seconds:
-        raise AudioError(f"{audio.describe()}: audio is {info.duration:.2f} s long, over the {max_seconds:g} s limit")
+        raise AudioTooLongError(f"{audio.describe()}: audio is {info.duration:.2f} s long, over the {max_seconds:g} s limit")
     if deep:
         load_audio(audio, target_sr=None)
     return info.duration
@@ -235,9 +235,9 @@ def _upload_header(fileobj, name: str, limits: AudioLimits) -> sf._SoundFileInfo
 
 def _check_duration(seconds: float, name: str, limits: AudioLimits) -> None:
     if limits.max_seconds is not None and seconds > limits.max_seconds:
-        raise AudioError(f"{name}: the recording is {seconds:.1f} s long; the limit is {limits.max_seconds:g} s")
+        raise AudioTooLongError(f"{name}: the recording is {seconds:.1f} s long; the limit is {limits.max_seconds:g} s")
     if seconds < limits.min_seconds:
-        raise AudioError(f"{name}: the recording is {seconds:.2f} s long, too short to hold a word "
+        raise AudioTooShortError(f"{name}: the recording is {seconds:.2f} s long, too short to hold a word "
                          f"(at least {limits.min_seconds:g} s)")
 
 
@@ -263,7 +263,9 @@ def read_upload(fileobj, name: str, limits: AudioLimits, target_sr: int | None =
 
 
 def check_waveform(mono: np.ndarray, sr: int, name: str, target_sr: int | None = TARGET_SAMPLE_RATE) -> np.ndarray:
-    """Finite, not silent, resampled: the checks :func:`load_audio` makes, for decoded samples."""
+    """Finite, not silent, resampled: the sample checks shared by :func:`load_audio` (files,
+    corpora) and :func:`read_upload` (the server), so both refuse the same audio with the same words.
+    A NaN in any channel survives the downmix, so checking the mono signal is enough."""
     if mono.size == 0:
         raise AudioError(f"{name}: the recording has no samples")
     if not np.isfinite(mono).all():

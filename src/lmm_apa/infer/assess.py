@@ -99,19 +99,6 @@ def _check_format(output_format: str) -> None:
         raise ValueError(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}")
 
 
-def assess_waveform(backbone, waveform: np.ndarray, sampling_rate: int, text: str, task: str = "full",
-                    decoding: str = "constrained", phones=None, output_format: str = "native") -> dict:
-    """Assess an in-memory recording with a loaded backbone (what the server calls). ValueError
-    for unusable audio or text, with the reason."""
-    from lmm_apa.prompts.tasks import get_task
-
-    _check_format(output_format)
-    get_task(task)  # an unknown task name fails before anything else
-    audio = Audio(array=np.asarray(waveform, dtype=np.float32), sampling_rate=int(sampling_rate))
-    utt = reference_utterance(text, phones, audio=audio)
-    return _assess_utterance(backbone, utt, task, decoding, output_format, len(audio.array) / float(sampling_rate))
-
-
 def assess_recording(
     audio_path,
     text: str,
@@ -152,9 +139,13 @@ def assess_recording(
 def assess_waveforms(backbone, items, task: str = "full", decoding: str = "constrained") -> list[dict]:
     """Several in-memory recordings decoded as one batch (the server's dynamic batching).
 
-    ``items``: ``(waveform, sampling_rate, text, phones)`` tuples. Returns one native result per item,
-    in order, each what :func:`assess_waveform` gives that item alone; an item that fails gets
-    ``{"error": reason}`` and the others are still assessed."""
+    ``items``: ``(waveform, sampling_rate, text, phones)`` tuples; ``text`` may be the
+    :func:`reference_utterance` already built for it (the server checks the words before queueing,
+    so they are not looked up twice). Returns one native result per item, in order, each what a
+    one-item call gives; an item that fails gets ``{"error": reason}`` and the others are still
+    assessed."""
+    from dataclasses import replace
+
     from lmm_apa.infer.predict import assess_utterances
     from lmm_apa.prompts.tasks import get_task
 
@@ -164,7 +155,8 @@ def assess_waveforms(backbone, items, task: str = "full", decoding: str = "const
     for i, (wave, sr, text, phones) in enumerate(items):
         audio = Audio(array=np.asarray(wave, dtype=np.float32), sampling_rate=int(sr))
         try:
-            utts.append(reference_utterance(text, phones, uid=f"request-{i}", audio=audio))
+            ref = text if isinstance(text, Utterance) else reference_utterance(text, phones)
+            utts.append(replace(ref, id=f"request-{i}", audio=audio))
             rows.append(i)
         except ValueError as e:
             out[i] = {"error": str(e)}

@@ -23,16 +23,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmm_apa.infer.assess import FORMATS
+from lmm_apa.infer.generate import DECODINGS
 from lmm_apa.serve.errors import ApiError, install_error_handlers, public_message
+from lmm_apa.serve.guard import RETRY_AFTER_S
 from lmm_apa.serve.text import TextLimits
 from lmm_apa.serve.worker import Dropped, Job, ModelWorker, NotReady, QueueFull, assess_jobs
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-FORMATS = ("native", "azure")
-DECODINGS = ("free", "constrained")
 API_KEY_ENV = "LMM_APA_API_KEY"
-DEFAULT_MIN_AUDIO_SECONDS = 0.1  # when a backbone states no minimum: no word is shorter
 log = logging.getLogger("lmm_apa.serve")
 
 
@@ -121,10 +121,11 @@ def _add_info_routes(app, worker: ModelWorker, opts: ServeOptions, model, adapte
 
     @app.get("/health")
     def health():
-        """Alive; what is loaded; how busy."""
+        """Alive; what is loaded (by name only: /health is public, the server's folders are not); how busy."""
         bb = worker.backbone
         return {"status": "ok", "state": worker.state, "loaded": worker.ready,
-                "model": model or (bb.source if bb is not None else None), "adapter": adapter, "task": task,
+                "model": public_name(model or (bb.source if bb is not None else None)), "adapter": public_name(adapter),
+                "task": task,
                 "decoding": decoding, "arch": getattr(bb, "arch", None), "auth_required": opts.api_key is not None,
                 "queue": {"waiting": worker.queue.qsize(), "size": opts.queue_size, "max_batch": opts.max_batch,
                           "refused_busy": app.state.guard.refused["busy"]},
@@ -143,8 +144,7 @@ def _audio_limits(worker: ModelWorker):
     from lmm_apa.data.audio import AudioLimits
 
     bb = worker.backbone
-    return AudioLimits(min_seconds=float(getattr(bb, "min_audio_seconds", DEFAULT_MIN_AUDIO_SECONDS)),
-                       max_seconds=float(bb.max_audio_seconds))
+    return AudioLimits(min_seconds=float(bb.min_audio_seconds), max_seconds=float(bb.max_audio_seconds))
 
 
 def _public_limits(worker: ModelWorker, opts: ServeOptions) -> dict:
@@ -158,7 +158,7 @@ def _public_limits(worker: ModelWorker, opts: ServeOptions) -> dict:
 
 def _read_audio(upload, limits, sampling_rate: int):
     """The upload's samples, or the ApiError a client can act on (415 not audio, 422 unusable)."""
-    from lmm_apa.data.audio import AudioError, AudioFormatError, read_upload
+    from lmm_apa.data.audio import AudioError, AudioFormatError, AudioTooLongError, AudioTooShortError, read_upload
 
     name = Path(upload.filename or "upload").name[:120] or "upload"
     try:
@@ -166,7 +166,8 @@ def _read_audio(upload, limits, sampling_rate: int):
     except AudioFormatError as e:
         raise ApiError(415, "unsupported_audio", public_message(str(e)), "audio") from None
     except AudioError as e:
-        code = "audio_too_long" if "limit is" in str(e) else "audio_too_short" if "too short" in str(e) else "bad_audio"
+        code = ("audio_too_long" if isinstance(e, AudioTooLongError) else
+                "audio_too_short" if isinstance(e, AudioTooShortError) else "bad_audio")
         raise ApiError(422, code, public_message(str(e)), "audio") from None
 
 
@@ -191,12 +192,13 @@ def _add_assess_route(app, worker: ModelWorker, opts: ServeOptions, default_deco
             raise ApiError(422, "invalid", f"decoding must be one of {', '.join(DECODINGS)}", "decoding")
         plain = clean_text(text, opts.text)
         checked_phones = check_phones(phones, opts.text)
-        await asyncio.to_thread(reference_words, plain, checked_phones)  # unknown words: 422 before any audio work
+        reference = await asyncio.to_thread(reference_words, plain, checked_phones)  # unknown words: 422 before audio work
         if not worker.ready:
             raise ApiError(503, "not_ready", worker.reason, None, headers={"Retry-After": "10"})
         sr = worker.backbone.sampling_rate
         wave = await asyncio.to_thread(_read_audio, audio, _audio_limits(worker), sr)
-        job = Job(wave, sr, plain, checked_phones, dec, deadline=time.monotonic() + opts.request_timeout_s)
+        job = Job(wave, sr, plain, checked_phones, dec, deadline=time.monotonic() + opts.request_timeout_s,
+                  reference=reference)
         result = await _submit_and_wait(request, worker, job, opts)
         if result is None:  # the client left: nobody reads this
             from fastapi.responses import Response
@@ -216,7 +218,7 @@ async def _submit_and_wait(request, worker: ModelWorker, job: Job, opts: ServeOp
     except QueueFull:
         request.app.state.guard.refused["busy"] += 1
         raise ApiError(503, "busy", "the server is busy; try again in a few seconds", None,
-                       headers={"Retry-After": "2"}) from None
+                       headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     except NotReady as e:
         raise ApiError(503, "not_ready", str(e), None, headers={"Retry-After": "10"}) from None
     while not future.done():
@@ -241,6 +243,16 @@ async def _submit_and_wait(request, worker: ModelWorker, job: Job, opts: ServeOp
     except Exception:  # noqa: BLE001 - the log has it; the client gets no internals
         log.exception("assessment failed")
         raise ApiError(500, "internal", "the assessment failed; the server log has the details", None) from None
+
+
+def public_name(source: str | None) -> str | None:
+    """A model or adapter as /health may show it: a hub id ("Qwen/Qwen2-Audio-7B-Instruct") as is,
+    a local folder by its last part only (the server's file layout is nobody's business)."""
+    if not source:
+        return source
+    path = Path(source).expanduser()
+    looks_local = path.is_absolute() or source.startswith((".", "~")) or path.exists() or source.count("/") > 1
+    return path.name if looks_local else source
 
 
 def listed(values) -> tuple[str, ...]:

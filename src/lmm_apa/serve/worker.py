@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -45,6 +46,7 @@ class Job:
     phones: str | None
     decoding: str
     deadline: float  # time.monotonic() after which nobody waits for the answer
+    reference: Any = None  # the Utterance the text check already built (words + phones), reused by the decode
     future: Future = field(default_factory=Future)
     abandoned: threading.Event = field(default_factory=threading.Event)
 
@@ -52,6 +54,7 @@ class Job:
         return not self.abandoned.is_set() and time.monotonic() < self.deadline
 
 
+RECENT_BATCHES = 256  # batch sizes kept for inspection; older ones are only counted
 BatchFn = Callable[[Any, Sequence[Job]], list]  # (backbone, jobs) -> one result or Exception per job
 
 
@@ -64,7 +67,8 @@ def assess_jobs(task: str) -> BatchFn:
         results: list = [None] * len(jobs)
         for decoding in dict.fromkeys(j.decoding for j in jobs):
             idx = [i for i, j in enumerate(jobs) if j.decoding == decoding]
-            items = [(jobs[i].wave, jobs[i].sampling_rate, jobs[i].text, jobs[i].phones) for i in idx]
+            items = [(jobs[i].wave, jobs[i].sampling_rate, jobs[i].reference or jobs[i].text, jobs[i].phones)
+                     for i in idx]
             for i, res in zip(idx, assess_waveforms(backbone, items, task=task, decoding=decoding)):
                 results[i] = ValueError(res["error"]) if "error" in res else res
         return results
@@ -84,8 +88,10 @@ class ModelWorker:
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self.backbone = None
         self.state, self.reason = "loading", "the model is loading"
-        self.batches: list[int] = []  # sizes of the batches run (observability, tests, the benchmark)
+        self.batches: deque[int] = deque(maxlen=RECENT_BATCHES)  # sizes of the latest batches run (tests, /health)
+        self.batches_run = 0  # every batch since start (the deque keeps only the latest)
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # submit vs stop: no job lands in the queue after stop drained it
         self._thread = threading.Thread(target=self._main, name="lmm-apa-model", daemon=True)
 
     def start(self) -> "ModelWorker":
@@ -100,24 +106,30 @@ class ModelWorker:
         return not self.queue.full()
 
     def submit(self, job: Job) -> Future:
-        if not self.ready:
-            raise NotReady(self.reason)
-        try:
-            self.queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull() from None
+        with self._lock:  # stop() holds it while it flags and drains: a job is either refused or answered
+            if self._stopping.is_set() or not self.ready:
+                raise NotReady(self.reason)
+            try:
+                self.queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull() from None
         return job.future
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Refuse new jobs, fail the waiting ones, and wait (bounded) for the running batch."""
-        self._stopping.set()
-        self.state, self.reason = "stopping", "the server is shutting down"
+        """Refuse new jobs, fail the waiting ones, and wait (bounded) for the running batch; whatever
+        is still queued after that (the worker may have pulled a job back out while stopping) is
+        answered too, so no request waits for its deadline."""
+        with self._lock:
+            self._stopping.set()
+            self.state, self.reason = "stopping", "the server is shutting down"
+            self._fail_waiting(NotReady(self.reason))
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                pass
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self._fail_waiting(NotReady(self.reason))
-        try:
-            self.queue.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(timeout)
 
     def _fail_waiting(self, exc: Exception) -> None:
         while True:
@@ -170,6 +182,7 @@ class ModelWorker:
 
     def _run(self, batch: list[Job]) -> None:
         self.batches.append(len(batch))
+        self.batches_run += 1
         try:
             results = self._batch_fn(self.backbone, batch)
         except Exception as e:  # noqa: BLE001 - the batch fails, the worker goes on
