@@ -224,3 +224,136 @@ def test_published_numbers_print_as_the_papers_print_them(tiny_corpus, tmp_path)
     md = render_markdown(WANG2025_TABLE3, table_json(WANG2025_TABLE3, run))
     assert "| Azure PA (published) | 0.62 / 0.47 | 0.70 / 0.68 | 0.72 / 0.62 | 0.84 / 0.78 | 0.78 / 0.75 |" in md
     assert "| Zero-Shot (paper) | -0.03 / -0.02 | - | - | - | - |" in md
+
+
+# --------------------------------------------------------------------------- reruns with other inputs
+@pytest.fixture
+def no_rows(monkeypatch):
+    """A table run that evaluates nothing (each row 'not run'): for what happens around the rows."""
+    monkeypatch.setattr(TableRun, "run_eval", lambda self, name: None)
+
+
+def test_a_smoke_run_has_its_own_default_folder(tiny_corpus, tmp_path, monkeypatch, no_rows):
+    from lmm_apa.reproduce.runner import default_out
+
+    monkeypatch.setattr("lmm_apa.reproduce.runner.smoke_inputs",
+                        lambda table, out, seed=0: ("tiny", tiny_corpus, {"path": str(tiny_corpus), "split": "train"}))
+    monkeypatch.chdir(tmp_path)
+    reproduce_table("wang2025-table1", smoke=True)
+    reproduce_table("wang2025-table1", corpus=tiny_corpus)
+    smoke = json.loads((tmp_path / "reproduce" / "wang2025-table1-smoke" / "run.json").read_text())
+    real = json.loads((tmp_path / "reproduce" / "wang2025-table1" / "run.json").read_text())
+    assert smoke["smoke"] and not real["smoke"] and real["model"] == WANG2025_TABLE1.model
+    assert default_out("wang2025-table1", smoke=True) == Path("reproduce") / "wang2025-table1-smoke"
+
+
+def test_a_rerun_with_other_inputs_is_refused_naming_both_values(tiny_corpus, tmp_path, monkeypatch, no_rows):
+    monkeypatch.setattr("lmm_apa.reproduce.runner.smoke_inputs",
+                        lambda table, out, seed=0: ("tiny", tiny_corpus, {"path": str(tiny_corpus), "split": "train"}))
+    reproduce_table("wang2025-table1", corpus=tiny_corpus, out=tmp_path, model="m")
+    reproduce_table("wang2025-table1", corpus=tiny_corpus, out=tmp_path, model="m", batch_size=2)  # same inputs: fine
+    with pytest.raises(ValueError, match=r"decoding: 'free' there, 'constrained' now.*--out"):
+        reproduce_table("wang2025-table1", corpus=tiny_corpus, out=tmp_path, model="m", decoding="constrained")
+    with pytest.raises(ValueError, match=r"model: 'm' there, 'tiny' now.*smoke: False there, True now"):
+        reproduce_table("wang2025-table1", out=tmp_path, smoke=True, decoding="free")
+    assert json.loads((tmp_path / "run.json").read_text())["decoding"] == "free"  # the record is kept
+
+
+def test_reproduce_refuses_to_run_under_a_distributed_launcher(tiny_corpus, tmp_path, monkeypatch, no_rows):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="single process, but WORLD_SIZE=2"):
+        reproduce_table("wang2025-table1", corpus=tiny_corpus, out=tmp_path)
+    assert not (tmp_path / "table.json").exists() and not (tmp_path / "run.json").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    reproduce_table("wang2025-table1", corpus=tiny_corpus, out=tmp_path)
+
+
+def test_the_cli_prints_log_lines_as_text_not_markup(tmp_path, monkeypatch):
+    from lmm_apa.cli import app
+
+    def fake(name, log, **kwargs):
+        log("[failed] evaluation 'ft' failed: ValueError: bad tag [/bold] in [red]text")
+        return {"rows": []}
+
+    monkeypatch.setattr("lmm_apa.reproduce.reproduce_table", fake)
+    result = CliRunner().invoke(app, ["reproduce", "wang2025-table1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "[failed] evaluation 'ft' failed: ValueError: bad tag [/bold] in [red]text" in result.output
+
+
+# --------------------------------------------------------------------------- stale files
+def _fake_prediction(monkeypatch):
+    """predict_corpus that appends one line to its output (as a resumed run continues a file) and
+    records whether it found lines already there; the model load and evaluation do nothing."""
+    import lmm_apa.evaluate.run as evaluate_run
+    import lmm_apa.infer.predict as predict
+    import lmm_apa.models.loading as loading
+
+    found = []
+
+    def predict_corpus(corpus, model, task, out, **kwargs):
+        found.append(out.read_text().splitlines() if out.exists() else [])
+        with open(out, "a") as f:
+            f.write(json.dumps({"decoding": kwargs["decoding"]}) + "\n")
+
+    monkeypatch.setattr(predict, "predict_corpus", predict_corpus)
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: object())
+    monkeypatch.setattr(evaluate_run, "evaluate_predictions", lambda *a, **k: {})
+    return found
+
+
+def test_predictions_of_other_inputs_are_cleared_not_continued(tiny_corpus, tmp_path, monkeypatch):
+    found = _fake_prediction(monkeypatch)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    run = TableRun(WANG2025_TABLE1, Inputs(model="m", corpus=tiny_corpus, out=tmp_path / "out"))
+    ev = WANG2025_TABLE1.eval("ft")
+    tasks = run._tasks(ev)
+    folder = run.eval_dir("ft")
+    folder.mkdir(parents=True)
+    (folder / "predictions-full.jsonl").write_text('{"old": "unknown inputs"}\n')
+    run._predict_and_score(ev, tasks, adapter)
+    assert found[-1] == []  # predictions of unknown origin: cleared
+
+    (folder / "metrics.json").unlink()  # an interrupted evaluation, same inputs: the file is continued
+    run._predict_and_score(ev, tasks, adapter)
+    assert len(found[-1]) == 1
+
+    run.inputs.decoding = "constrained"  # other decoding: cleared
+    run._predict_and_score(ev, tasks, adapter)
+    assert found[-1] == []
+    (adapter / "adapter_config.json").write_text('{"r": 8}')  # the adapter retrained: cleared
+    run._predict_and_score(ev, tasks, adapter)
+    assert found[-1] == [] and json.loads((folder / "inputs.json").read_text())["adapter"] == str(adapter)
+
+
+def test_a_corrupt_train_summary_means_train_again(tiny_corpus, tmp_path, monkeypatch):
+    import lmm_apa.train.run as train_run
+
+    calls = []
+
+    def train(config, overrides=None, callbacks=()):
+        calls.append(config)
+        return {"adapter": "a", "interrupted": False}
+
+    monkeypatch.setattr(train_run, "train_from_config", train)
+    run = TableRun(WANG2025_TABLE1, Inputs(model="m", corpus=tiny_corpus, out=tmp_path))
+    run.train_dir("ft").mkdir(parents=True)
+    (run.train_dir("ft") / "train_summary.json").write_text('{"adapter": "/x/adap')  # cut off mid-write
+    assert run.ensure_trained("ft") == run.train_dir("ft") and calls == ["wang2025_ft"]
+
+
+def test_the_train_summary_is_replaced_whole(tmp_path, monkeypatch):
+    import lmm_apa.train.run as train_run
+
+    train_run.write_summary(tmp_path, {"adapter": "old"})
+    assert json.loads((tmp_path / "train_summary.json").read_text()) == {"adapter": "old"}
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_run.os, "replace", crash)
+    with pytest.raises(OSError):
+        train_run.write_summary(tmp_path, {"adapter": "new"})
+    assert json.loads((tmp_path / "train_summary.json").read_text()) == {"adapter": "old"}  # never half-written

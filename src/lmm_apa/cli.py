@@ -242,7 +242,7 @@ def reproduce(
     table: str = typer.Argument(..., help="wang2025-table1 | wang2025-table2 | wang2025-table3 | ahn2025-table3"),
     model: Optional[str] = typer.Option(None, "--model", help="backbone id or path (default: the paper's: Qwen2-Audio-7B-Instruct / Phi-4-multimodal-instruct)"),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="labelled corpus with train and test splits (Speechocean762)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default reproduce/TABLE); rerun to resume"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default reproduce/TABLE, reproduce/TABLE-smoke with --smoke); rerun to resume"),
     smoke: bool = typer.Option(False, "--smoke", help="tiny model + synthetic corpus, a few steps per run: the pipeline in minutes on a CPU"),
     private: Optional[Path] = typer.Option(None, "--private", help="Wang et al. 2025's private corpus (Table 2 'FT + Private')"),
     decoding: Optional[str] = typer.Option(None, "--decoding", help="free (the papers'; default) | constrained (default with --smoke)"),
@@ -253,18 +253,19 @@ def reproduce(
     with the published numbers, ours and the differences. Finished rows are skipped on a rerun."""
     from lmm_apa.console import stderr_console
     from lmm_apa.reproduce import reproduce_table
-    from lmm_apa.reproduce.runner import Interrupted
+    from lmm_apa.reproduce.runner import Interrupted, default_out
 
     console = stderr_console()
     try:
         result = reproduce_table(table, model=model, corpus=corpus, out=out, smoke=smoke, private=private,
-                                 decoding=decoding, batch_size=batch_size, overrides=set_, log=console.print)
+                                 decoding=decoding, batch_size=batch_size, overrides=set_,
+                                 log=lambda s: console.print(s, markup=False, highlight=False))  # "[failed] ...": text, not markup
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     except Interrupted as e:
         _fail(str(e), code=130)
     failed = [r["label"] + (f" {r.get('epoch')}" if r.get("epoch") else "") for r in result["rows"] if r.get("status") == "failed"]
-    out_dir = Path(out) if out is not None else Path("reproduce") / table
+    out_dir = Path(out) if out is not None else default_out(table, smoke)
     typer.echo(json.dumps({"table": table, "markdown": str(out_dir / "table.md"), "json": str(out_dir / "table.json"),
                            "failed_rows": failed}, indent=2))
     if failed:

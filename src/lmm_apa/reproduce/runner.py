@@ -1,14 +1,18 @@
 """``lmm-apa reproduce TABLE``: run every row of a paper table (train, predict, evaluate), resumably.
 
-Layout of ``OUT`` (default ``reproduce/<table>``):
+Layout of ``OUT`` (default ``reproduce/<table>``, ``reproduce/<table>-smoke`` with ``--smoke``):
 
+- ``run.json``: the run's inputs (model, corpus, private corpus, decoding, smoke, ``--set`` items,
+  test limit); a rerun with other inputs is refused, so finished rows never mix two runs' numbers;
 - ``train/<name>/``: one training run per ``tables.Train`` (``train_from_config`` with the shipped
   config, the corpus' train split, and the parent run's adapter as ``init_adapter`` where the table
   says so); finished when its ``train_summary.json`` names an adapter;
 - ``evals/<name>/``: one evaluated model per ``tables.Eval``: ``predictions-<task>.jsonl`` per task
   (``predict_corpus`` on the test split), ``predictions.jsonl`` (all tasks), ``eval/`` (the
   ``evaluate_predictions`` report) and ``metrics.json``, written last: an evaluation is finished when
-  its ``metrics.json`` exists, and a rerun skips it;
+  its ``metrics.json`` exists, and a rerun skips it. ``inputs.json`` stamps the folder with the
+  adapter (path and its files' sizes and times), decoding and test limit its predictions were made
+  with: when they change (a retrained adapter), the old predictions are cleared, not continued;
 - ``table.md`` and ``table.json`` (``reproduce.render``), rewritten after every evaluation.
 
 Why it goes on after a failure: one row's missing input (no private corpus, a corpus without the
@@ -85,6 +89,15 @@ class TableRun:
         self._test_utterances = None
 
     # ------------------------------------------------------------------ training
+    def finished_training(self, out: Path) -> bool:
+        """Whether ``out/train_summary.json`` names an adapter of an uninterrupted run; a corrupt or
+        unreadable summary counts as not finished (the run trains again, resuming a checkpoint)."""
+        try:
+            summary = json.loads((out / "train_summary.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(summary, dict) and bool(summary.get("adapter")) and not summary.get("interrupted")
+
     def train_dir(self, name: str) -> Path:
         return self.inputs.out / "train" / name
 
@@ -113,11 +126,8 @@ class TableRun:
         if key in self.failed:
             raise RowError(self.failed[key])
         out = self.train_dir(name)
-        summary_file = out / "train_summary.json"
-        if summary_file.is_file():
-            summary = json.loads(summary_file.read_text())
-            if summary.get("adapter") and not summary.get("interrupted"):
-                return out
+        if self.finished_training(out):
+            return out
         train = self.table.train(name)
         try:
             sets = self._train_overrides(train)
@@ -185,6 +195,33 @@ class TableRun:
                            f"(config {self.table.train(ev.train).config})")
         return adapter
 
+    def _prediction_stamp(self, adapter: Optional[Path]) -> dict:
+        """What an evaluation folder's predictions depend on besides the table: the adapter (its path
+        and every file's size and modification time, so a retrained adapter differs), decoding, limit."""
+        files = sorted(p for p in adapter.iterdir() if p.is_file()) if adapter is not None else []
+        return {"adapter": str(adapter) if adapter else None,
+                "adapter_files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
+                "decoding": self.inputs.decoding, "test_limit": self.inputs.test_limit}
+
+    def _stamp_eval_folder(self, folder: Path, adapter: Optional[Path]) -> None:
+        """Clear the folder's predictions when they were made with other inputs (resuming them would
+        mix two models' outputs), then stamp it with the current inputs."""
+        import shutil
+
+        stamp, stamp_file = self._prediction_stamp(adapter), folder / "inputs.json"
+        try:
+            old = json.loads(stamp_file.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old != stamp:
+            stale = list(folder.glob("predictions*.jsonl")) + [folder / "metrics.json"]
+            if old is not None or any(p.exists() for p in stale):
+                self.log(f"evaluation folder {folder}: inputs changed (or unknown); clearing its old predictions")
+            for p in stale:
+                p.unlink(missing_ok=True)
+            shutil.rmtree(folder / "eval", ignore_errors=True)
+        stamp_file.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+
     def _predict_and_score(self, ev: Eval, tasks: list, adapter: Optional[Path]) -> dict:
         from lmm_apa.evaluate.run import evaluate_predictions
         from lmm_apa.infer.predict import predict_corpus
@@ -192,6 +229,7 @@ class TableRun:
 
         folder = self.eval_dir(ev.name)
         folder.mkdir(parents=True, exist_ok=True)
+        self._stamp_eval_folder(folder, adapter)
         self.log(f"evaluating '{ev.name}' ({', '.join(ev.tasks)}; adapter {adapter or 'none: the base model'})")
         backbone = load_model(self.inputs.model, str(adapter) if adapter else None, self.inputs.device)
         files = []
@@ -274,6 +312,51 @@ def smoke_inputs(table: Table, out: Path, seed: int = 0) -> tuple[str, Path, dic
     return str(model), corpus, {"path": str(corpus), "split": "train"}
 
 
+def default_out(name: str, smoke: bool = False) -> Path:
+    """``reproduce/<table>``, or ``reproduce/<table>-smoke`` for a smoke run: the two never share a
+    folder, so a real run cannot pick up the smoke run's finished rows."""
+    from lmm_apa.reproduce.tables import get_table
+
+    return Path("reproduce") / (get_table(name).name + ("-smoke" if smoke else ""))
+
+
+def run_record(inputs: Inputs) -> dict:
+    """The inputs that decide a table run's numbers (``run.json``); ``batch_size`` and ``device`` do not."""
+    return {"model": inputs.model, "corpus": str(Path(inputs.corpus).resolve()),
+            "private": dict(inputs.private, path=str(Path(inputs.private["path"]).resolve())) if inputs.private else None,
+            "decoding": inputs.decoding, "smoke": inputs.smoke,
+            "overrides": list(inputs.overrides), "test_limit": inputs.test_limit}
+
+
+def check_run_record(out: Path, inputs: Inputs) -> None:
+    """Write ``out/run.json``, or refuse when it records other inputs: finished rows of that run
+    would otherwise be reported as this run's (e.g. a smoke run's numbers in a real table)."""
+    record, path = run_record(inputs), out / "run.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); delete it only if {out} holds no other run's results") from e
+        changed = [f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in record.items() if old.get(k) != v]
+        if changed:
+            raise ValueError(f"{out} holds a table run with other inputs ({'; '.join(changed)}); "
+                             "pass another --out, or delete the folder to start over")
+        return
+    tmp = out / "run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def refuse_distributed() -> None:
+    """Under ``accelerate launch`` / ``torchrun`` every process would run every row and write the
+    same files; the command is one process (each training still uses the device it is given)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.strip() not in ("", "0", "1"):
+        raise ValueError(f"lmm-apa reproduce runs as a single process, but WORLD_SIZE={world} "
+                         "(accelerate launch / torchrun): every process would write the same files; "
+                         "run it directly as `lmm-apa reproduce ...`")
+
+
 def reproduce_table(name: str, model: Optional[str] = None, corpus=None, out=None, smoke: bool = False,
                     private: Optional[str] = None, decoding: Optional[str] = None, batch_size: int = 8,
                     overrides: Sequence[str] = (), device: Optional[str] = None, test_limit: Optional[int] = None,
@@ -288,16 +371,17 @@ def reproduce_table(name: str, model: Optional[str] = None, corpus=None, out=Non
 
     from lmm_apa.infer.generate import DECODINGS
 
+    refuse_distributed()
     table = get_table(name)
     if decoding is not None and decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r}; use one of {', '.join(DECODINGS)}")
     if private is not None and not Path(private).exists():
         raise FileNotFoundError(f"private corpus {private} does not exist")
-    out = Path(out) if out is not None else Path("reproduce") / table.name
+    if smoke and (model is not None or corpus is not None):
+        raise ValueError("--smoke runs the tiny model on the synthetic corpus; leave out --model and --corpus")
+    out = Path(out) if out is not None else default_out(table.name, smoke)
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
-        if model is not None or corpus is not None:
-            raise ValueError("--smoke runs the tiny model on the synthetic corpus; leave out --model and --corpus")
         model, corpus, smoke_private = smoke_inputs(table, out)
         inputs = Inputs(model=model, corpus=Path(corpus), out=out, private=smoke_private,
                         decoding=decoding or "constrained", batch_size=batch_size, overrides=list(overrides),
@@ -311,6 +395,7 @@ def reproduce_table(name: str, model: Optional[str] = None, corpus=None, out=Non
         inputs = Inputs(model=model or table.model, corpus=Path(corpus), out=out,
                         private={"path": str(private)} if private else None, decoding=decoding or "free",
                         batch_size=batch_size, overrides=list(overrides), device=device, test_limit=test_limit)
+    check_run_record(out, inputs)
     run = TableRun(table, inputs, log)
     try:
         for eval_name in eval_order(table):

@@ -247,6 +247,15 @@ def prepare_backbone(cfg: TrainConfig):
     return backbone
 
 
+def write_summary(out: Path, summary: dict) -> Path:
+    """Write ``out/train_summary.json`` whole or not at all (temp file + rename): the summary is the
+    mark of a finished run, and a half-written one would read as corrupt on the next resume."""
+    path, tmp = out / "train_summary.json", out / "train_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
 def train_from_config(
     config: Union[str, Path, dict], overrides: Optional[Sequence[str]] = None, callbacks: Sequence = ()
 ) -> dict:
@@ -320,5 +329,5 @@ def train_from_config(
         "epoch_adapters": sorted(str(p) for p in out.glob("adapter-epoch*") if p.is_dir() and not p.name.endswith(".tmp")),
     }
     if trainer.args.should_save:
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_summary(out, summary)
     return summary
