@@ -194,3 +194,19 @@ def test_runs_with_many_unparsed_answers_are_flagged(junk, warned):
     assert bool(metrics["warnings"]) is warned
     report = render_report(metrics)
     assert ("**Warning:** mdd: 2 of 20 answers (10%) could not be parsed" in report) is warned
+
+
+def test_evaluation_scores_mdd_in_the_tasks_keep_star_convention():
+    """evaluate uses the mdd task's keep_star (as its targets and grammar do), not the default."""
+    from dataclasses import replace
+
+    from lmm_apa.evaluate.run import evaluate_records
+
+    utt = utterance_from_row(ROW, 0, "test", Path("."), "so762")
+    starred_task = replace(get_task("mdd"), keep_star=True)
+    assert "L*" in starred_task.target(utt)
+    plain = {"id": utt.id, "task": "mdd", "output": get_task("mdd").target(utt)}  # L said for the annotators' L*
+    kept, _ = evaluate_records([plain], {utt.id: utt}, tasks={"mdd": starred_task})
+    assert kept["mdd"]["per"] == pytest.approx(1 / 8) and "* kept" in kept["mdd"]["phone_convention"]
+    default, _ = evaluate_records([plain], {utt.id: utt})
+    assert default["mdd"]["per"] == 0.0  # the registered task reads L* as L

@@ -64,6 +64,95 @@ def test_selector_shards_what_is_not_done_and_gives_failures_to_process_0():
     assert [f.id for f in f0] == ["f0"] and f1 == []
 
 
+def test_one_reader_for_resume_and_merge(tmp_path):
+    """distributed and a single-process resume read lines alike: a broken last line, complete or
+    cut short, is left out by both; a bad line before the last is an error naming file and line."""
+    from lmm_apa.infer import distributed, records
+
+    assert distributed.read_lines is records.read_lines
+    for tail in ('{"id": "c", "outp\n', '{"id": "c", "outp'):
+        path = tmp_path / "p.jsonl"
+        _write(path, [{"id": "a"}, {"id": "b"}], tail=tail)
+        assert [r["id"] for r in read_lines(path)] == ["a", "b"]
+        assert records.done_ids(path) == {"a", "b"}
+        assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n'  # the resume appends after good lines
+    path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
+    for reader in (read_lines, records.done_ids):
+        with pytest.raises(ValueError, match=r"p\.jsonl: line 2 is not a prediction line"):
+            reader(path)
+
+
+def _fake_decoding(monkeypatch, tmp_path, n: int = 6):
+    """A corpus of ``n`` utterances and a stand-in for the transformers decode loop that records
+    which ids it decodes (no model: what is tested is who decodes what, and the merge)."""
+    import soundfile as sf
+
+    from lmm_apa.infer import predict
+
+    lines = []
+    for i in range(n):
+        sf.write(tmp_path / f"u{i}.wav", [0.0] * 1600, 16000)
+        lines.append({"id": f"u{i}", "audio": f"u{i}.wav", "text": "HELLO"})
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    decoded: list[str] = []
+
+    def run_hf(write, todo, task, *rest):
+        for u in todo:
+            decoded.append(u.id)
+            write({"id": u.id, "task": task.name, "output": "new"})
+        return 0
+
+    monkeypatch.setattr(predict, "_run_hf", run_hf)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    return corpus, decoded
+
+
+def test_one_process_finishes_a_killed_data_parallel_run(monkeypatch, tmp_path):
+    from lmm_apa.infer.predict import predict_corpus
+
+    corpus, decoded = _fake_decoding(monkeypatch, tmp_path)
+    out = tmp_path / "preds.jsonl"
+    _write(part_path(out, 0), [{"id": "u0", "output": "old"}], tail='{"id": "u2", "ou')  # killed mid-line
+    _write(part_path(out, 1), [{"id": "u3", "output": "old"}, {"id": "u1", "output": "old"}])
+    summary = predict_corpus(corpus, task="sentence-total", out=out, decoding="free", backbone=object(), progress=False)
+    assert decoded == ["u2", "u4", "u5"]  # what the parts hold is not decoded again
+    assert [(r["id"], r["output"]) for r in read_lines(out)] == [
+        ("u0", "old"), ("u1", "old"), ("u2", "new"), ("u3", "old"), ("u4", "new"), ("u5", "new")]
+    assert part_files(out) == [] and summary["merged"] == 6 and summary["out"] == str(out)
+
+
+def test_process_0_merges_in_the_order_of_its_own_corpus_load(monkeypatch, tmp_path):
+    """The merge order comes from the load that picked the shard: the corpus is read once."""
+    import accelerate
+
+    from lmm_apa.data import corpus as corpus_module
+    from lmm_apa.infer.distributed import predict_data_parallel
+    from lmm_apa.infer.predict import predict_corpus
+
+    class OneProcess:  # accelerate's state for a group of one, without touching the real singleton
+        process_index, num_processes, is_main_process, device = 0, 1, True, "cpu"
+
+        def __init__(self, cpu=False):
+            pass
+
+        def wait_for_everyone(self):
+            pass
+
+    corpus, decoded = _fake_decoding(monkeypatch, tmp_path, n=4)
+    loads = []
+    real_load = corpus_module.load_corpus
+    monkeypatch.setattr(corpus_module, "load_corpus", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(accelerate, "PartialState", OneProcess)
+    out = tmp_path / "preds.jsonl"
+    _write(part_path(out, 3), [{"id": "u2", "output": "old"}])
+    summary = predict_data_parallel(predict_corpus, source=corpus, task="sentence-total", out=out, decoding="free",
+                                    backbone=object(), progress=False)
+    assert len(loads) == 1
+    assert decoded == ["u0", "u1", "u3"] and summary["merged"] == 4
+    assert [r["id"] for r in read_lines(out)] == ["u0", "u1", "u2", "u3"]
+
+
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -140,6 +140,25 @@ def test_constrained_mdd_is_refused_per_line(corpus, tiny_phi4_mm):
     assert not requests and "use --decoding free" in errors[0]["error"]
 
 
+def test_predict_refuses_constrained_mdd_on_vllm_before_loading_anything(monkeypatch, corpus, tmp_path):
+    """vLLM constrains score templates only: ``predict --task mdd --backend vllm`` with the default
+    constrained decoding stops at the option check (no vLLM, no model, no output file)."""
+    from lmm_apa.infer import predict
+
+    def must_not_run(*a, **k):
+        raise AssertionError("loaded something before refusing")
+
+    monkeypatch.setattr(vb, "check_vllm", must_not_run)
+    monkeypatch.setattr(predict, "load_model", must_not_run)
+    out = tmp_path / "mdd.jsonl"
+    with pytest.raises(ValueError, match=r"task 'mdd': --backend vllm cannot constrain.*--decoding free"):
+        predict.predict_corpus(corpus, model="unused", task="mdd", out=out, backend="vllm", progress=False)
+    assert not out.exists()
+    with pytest.raises(AssertionError, match="loaded something"):  # free decoding goes on to vLLM
+        predict.predict_corpus(corpus, model="unused", task="mdd", out=out, backend="vllm", decoding="free",
+                               progress=False)
+
+
 # --------------------------------------------------------------------------- predict_vllm's wiring
 
 
@@ -191,10 +210,15 @@ def test_predict_vllm_hands_vllm_the_built_requests(monkeypatch, corpus, tiny_qw
         return render(template, {s.key: max(s.choices, key=lambda c: len(str(c))) for s in template.slots})
 
     calls["answer"] = answer
+    from lmm_apa.models.backbones import tokenizer as tok
+
+    loaded = []  # our token budgets use the checkpoint's tokenizer.json as it is, not AutoTokenizer
+    monkeypatch.setattr(tok, "load_tokenizer", lambda source, _load=tok.load_tokenizer: loaded.append(source) or _load(source))
     adapter = _adapter(tmp_path / "adapter", r=16)
     recs = list(vb.predict_vllm(utts, model=str(tiny_qwen2_audio), adapter=str(adapter), task=task,
                                 decoding="constrained", batch_size=2))
     assert calls["llm"]["max_lora_rank"] == 16 and calls["llm"]["model"] == str(tiny_qwen2_audio)
+    assert loaded == [str(tiny_qwen2_audio)]
     assert sorted(r["id"] for r in recs) == sorted(u.id for u in utts)
     assert all(r["parse_ok"] and r["decoding"] == "constrained-regex" for r in recs if r["id"] != "broken")
     assert "error" in next(r for r in recs if r["id"] == "broken")

@@ -151,10 +151,14 @@ def _add_score_pairs(tally: _TaskTally, uid: str, utt: Utterance, parsed, rec: d
             tally.expected[key.aspect_pair].append(_pair(uid, key, name, float(value), human[key]))
 
 
-def _tally_lines(latest: dict, references: Mapping[str, Utterance]):
-    """Parse every kept line once: ``(tallies, mdd, predicted_accuracy, accuracy_source)``."""
-    tallies = {t: _TaskTally(get_task(t)) for t in dict.fromkeys(t for _, t in latest)}
-    mdd = MddAccumulator()
+def _tally_lines(latest: dict, references: Mapping[str, Utterance], tasks: Mapping[str, Task] | None = None):
+    """Parse every kept line once: ``(tallies, mdd, predicted_accuracy, accuracy_source)``. A task
+    named in ``tasks`` is used as given (e.g. mdd with ``keep_star``), the others by name; MDD is
+    scored in the phone convention of the task whose lines it reads, as its targets were built."""
+    tasks = tasks or {}
+    tallies = {t: _TaskTally(tasks.get(t) or get_task(t)) for t in dict.fromkeys(t for _, t in latest)}
+    mdd_tasks = [tally.task for tally in tallies.values() if "mdd" in tally.task.metric_sections]
+    mdd = MddAccumulator(keep_star=any(getattr(t, "keep_star", False) for t in mdd_tasks))
     predicted_accuracy: dict[str, float] = {}
     accuracy_key = SlotKey.sentence("accuracy")
     accuracy_source = next((t for t, tally in tallies.items() if accuracy_key.aspect_pair in tally.task.aspects), None)
@@ -209,13 +213,15 @@ def parse_failure_warnings(tasks: Mapping[str, dict]) -> list[str]:
     return out
 
 
-def evaluate_records(records: list[dict], references: Mapping[str, Utterance], bad_lines: list[dict] | None = None) -> tuple[dict, dict]:
-    """The core, free of files: ``(metrics, details)``. ``details`` holds the score pairs per
+def evaluate_records(records: list[dict], references: Mapping[str, Utterance], bad_lines: list[dict] | None = None,
+                     tasks: Mapping[str, Task] | None = None) -> tuple[dict, dict]:
+    """The core, free of files: ``(metrics, details)``; ``tasks``: task objects by name to use instead
+    of the registered ones (e.g. ``mdd`` with ``keep_star``). ``details`` holds the score pairs per
     (source, level, aspect) for plots: ``details["pairs"]["main"][(level, aspect)]`` is a list of
     ``{"id", "key", "pred", "human"}``; ``details["pairs"]["expected"]`` the same from ``expected``."""
     bad_lines = list(bad_lines or [])
     latest, duplicates, unknown_ids = _latest_lines(records, references, bad_lines)
-    tallies, mdd, predicted_accuracy, accuracy_source = _tally_lines(latest, references)
+    tallies, mdd, predicted_accuracy, accuracy_source = _tally_lines(latest, references, tasks)
 
     # top level: each aspect from the first task producing it
     owner: dict[tuple[str, str], str] = {}
@@ -264,17 +270,17 @@ def _load_reference(reference, split: str | None) -> tuple[dict[str, Utterance],
     return corpus.by_id(), str(reference)
 
 
-def evaluate_predictions(preds_path, reference, out=None, split=None, loss_plot=None) -> dict:
+def evaluate_predictions(preds_path, reference, out=None, split=None, loss_plot=None, tasks=None) -> dict:
     """Score ``preds_path`` against ``reference`` (a corpus path any reader takes, a ``Corpus``, or
     ``{id: Utterance}``). Writes ``metrics.json``, ``report.md`` and plots to ``out`` when given
     (the report links ``loss_plot``, the training run's ``loss.png``, when given and present);
     returns the metrics (the papers' figures, extended with ``tasks``, ``expected`` and the lists of
-    unknown / unpredicted / failed ids)."""
+    unknown / unpredicted / failed ids). ``tasks``: as in ``evaluate_records``."""
     records, bad = read_predictions(preds_path)
     refs, ref_name = _load_reference(reference, split)
     if not refs:
         raise ValueError(f"{ref_name}: the reference holds no utterances" + (f" in split {split!r}" if split else ""))
-    metrics, details = evaluate_records(records, refs, bad)
+    metrics, details = evaluate_records(records, refs, bad, tasks)
     metrics["predictions"] = str(preds_path)
     metrics["reference"] = ref_name + (f" (split {split})" if split else "")
     if out is not None:

@@ -19,6 +19,10 @@ Why it is built this way:
   together. A part line cut short by the kill is dropped. Ids already in ``<out>`` are never
   written twice, also when a merge was cut off between its rename and the deletion of the parts.
 
+A single process (no launcher) that finds parts of ``<out>`` finishes them the same way
+(``resume_parts``): its new lines go to part 0 and every part is merged at the end. Lines are read
+by ``infer.records.read_lines``, the same reader a single-process resume uses.
+
 Everything that decides which process does what is in plain functions here (``shard``,
 ``part_path``, ``merge_parts``), tested without launching processes; ``predict_data_parallel`` ties
 them to ``lmm_apa.infer.predict.predict_corpus``.
@@ -30,6 +34,8 @@ import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
+
+from lmm_apa.infer.records import done_ids, read_lines
 
 PART_SUFFIX = ".part-"
 
@@ -56,25 +62,6 @@ def part_files(out: Path) -> list[Path]:
     return sorted(p for p in out.parent.glob(f"{out.name}{PART_SUFFIX}*") if p.name[len(out.name) + len(PART_SUFFIX):].isdigit())
 
 
-def read_lines(path: Path) -> list[dict]:
-    """The complete JSON lines of ``path`` (none if it is missing). A last line without its newline
-    (a kill mid-write) is left out; any other bad line is an error naming the file."""
-    if not path.is_file():
-        return []
-    complete = path.read_text(encoding="utf-8").split("\n")[:-1]  # the part after the last newline is cut short
-    out = []
-    for i, line in enumerate(complete):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            rec["id"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: line {i + 1} is not a prediction line ({e}); refusing to merge it") from e
-        out.append(rec)
-    return out
-
-
 def done_elsewhere(out: Path) -> set[str]:
     """Ids already written to ``out`` or to any of its parts."""
     ids = {str(r["id"]) for r in read_lines(out)}
@@ -90,10 +77,8 @@ def merge_parts(out: Path, order: Sequence[str]) -> int:
     parts = part_files(out)
     if not parts:
         return 0
+    have = done_ids(out)  # also drops a line cut short by a kill of a single-process run
     kept = out.read_text(encoding="utf-8") if out.is_file() else ""
-    if kept and not kept.endswith("\n"):  # a line cut short by a kill of the single-process run
-        kept = kept[: kept.rfind("\n") + 1]
-    have = {str(r["id"]) for r in read_lines(out)}
     rank = {uid: i for i, uid in enumerate(order)}
     new: dict[str, dict] = {}
     for part in parts:
@@ -115,27 +100,37 @@ def merge_parts(out: Path, order: Sequence[str]) -> int:
     return len(added)
 
 
-def corpus_order(source, split: str | None, limit: int | None) -> tuple[list[str], list[str]]:
-    """(load-failure ids, utterance ids) in the order the single-process run writes them."""
-    from lmm_apa.data.corpus import load_corpus
-
-    corpus = load_corpus(source, split=split)
-    utts = [u.id for u in corpus.utterances]
-    if limit is not None:
-        return [], utts[:limit]
-    return [f.id for f in corpus.failures], utts
-
-
-def shard_selector(done: set[str], rank: int, world: int) -> Callable:
+class ShardSelector:
     """``select(utts, failures) -> (utts, failures)`` for ``predict_corpus``: this process's share
-    of what is not done yet; load failures are written by process 0 alone."""
+    of what is not done yet; load failures are written by process 0 alone. It keeps the corpus
+    order it was shown (load failures first, then utterances: as the single-process run writes
+    them), so process 0 merges the parts without loading the corpus a second time."""
 
-    def select(utts, failures):
-        todo = [u for u in utts if u.id not in done]
-        fails = [f for f in failures if f.id not in done] if rank == 0 else []
-        return shard(todo, rank, world), fails
+    def __init__(self, done: set[str], rank: int, world: int):
+        self.done, self.rank, self.world = done, rank, world
+        self.order: list[str] = []
 
-    return select
+    def __call__(self, utts, failures):
+        self.order = [f.id for f in failures] + [u.id for u in utts]
+        todo = [u for u in utts if u.id not in self.done]
+        fails = [f for f in failures if f.id not in self.done] if self.rank == 0 else []
+        return shard(todo, self.rank, self.world), fails
+
+
+def shard_selector(done: set[str], rank: int, world: int) -> ShardSelector:
+    """The selector of process ``rank`` of ``world`` (see ``ShardSelector``)."""
+    return ShardSelector(done, rank, world)
+
+
+def resume_parts(predict_corpus: Callable, out, **kwargs) -> dict:
+    """One process finishing a killed data-parallel run (parts of ``out`` on disk): the ids in
+    ``out`` and in every part count as done, the rest is decoded into part 0, then all parts are
+    merged into ``out`` in corpus order, as a launched rerun does."""
+    out = Path(out)
+    select = shard_selector(done_elsewhere(out), 0, 1)
+    summary = predict_corpus(out=part_path(out, 0), select=select, **kwargs)
+    summary.update(out=str(out), process=0, processes=1, merged=merge_parts(out, select.order))
+    return summary
 
 
 def predict_data_parallel(predict_corpus: Callable, out, **kwargs) -> dict:
@@ -156,11 +151,11 @@ def predict_data_parallel(predict_corpus: Callable, out, **kwargs) -> dict:
     state.wait_for_everyone()
     if kwargs.get("device") is None and kwargs.get("backbone") is None:
         kwargs["device"] = str(state.device)
-    summary = predict_corpus(out=part_path(out, rank), select=shard_selector(done, rank, world), **kwargs)
+    select = shard_selector(done, rank, world)
+    summary = predict_corpus(out=part_path(out, rank), select=select, **kwargs)
     state.wait_for_everyone()
     summary.update(out=str(out), process=rank, processes=world)
     if state.is_main_process:
-        failures, utts = corpus_order(kwargs["source"], kwargs.get("split"), kwargs.get("limit"))
-        summary["merged"] = merge_parts(out, failures + utts)
+        summary["merged"] = merge_parts(out, select.order)  # the order this process's own load saw
     state.wait_for_everyone()
     return summary

@@ -147,6 +147,14 @@ def _check_options(out, decoding: str, backend: str, batch_size: int) -> None:
         raise ValueError("batch size must be >= 1")
 
 
+def _check_backend_decoding(task, decoding: str, backend: str) -> None:
+    """Refuse, before any model loads, a decoding the backend cannot do for ``task``: vLLM
+    constrains score templates only (a regex), not a grammar of its own like mdd's transcript."""
+    if backend == "vllm" and decoding_for(task, decoding) == "constrained" and type(task) in CONSTRAINED_DECODERS:
+        raise ValueError(f"task {task.name!r}: --backend vllm cannot constrain its answers (vLLM constrains score "
+                         "templates only); use --decoding free with vllm, or --backend hf for constrained decoding")
+
+
 def _warn_untrained(adapter, task_name: str) -> list[str]:
     """Warn (stderr, and in the summary) when the adapter was not trained on the task."""
     import warnings
@@ -211,16 +219,19 @@ def predict_corpus(
     (``lmm_apa.infer.distributed``; ``select`` picks one process's share there)."""
     from lmm_apa.infer import distributed
 
-    if select is None and distributed.world_size() > 1:
-        return distributed.predict_data_parallel(
-            predict_corpus, source=source, model=model, adapter=adapter, task=task, out=out, decoding=decoding,
-            split=split, batch_size=batch_size, limit=limit, device=device, backend=backend, backbone=backbone,
-            progress=progress, lookahead=lookahead,
-        )
+    if select is None:
+        options = dict(source=source, model=model, adapter=adapter, task=task, out=out, decoding=decoding, split=split,
+                       batch_size=batch_size, limit=limit, device=device, backend=backend, backbone=backbone,
+                       progress=progress, lookahead=lookahead)
+        if distributed.world_size() > 1:
+            return distributed.predict_data_parallel(predict_corpus, **options)
+        if out is not None and distributed.part_files(Path(out)):  # a killed data-parallel run, resumed alone
+            return distributed.resume_parts(predict_corpus, **options)
     from lmm_apa.prompts.tasks import Task, get_task
 
     _check_options(out, decoding, backend, batch_size)
     the_task = task if isinstance(task, Task) else get_task(task)  # a Task: e.g. without its control token
+    _check_backend_decoding(the_task, decoding, backend)
     out = Path(out)
     warned = _warn_untrained(adapter, the_task.name)
     if backend == "vllm":

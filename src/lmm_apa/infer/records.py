@@ -36,30 +36,43 @@ def error_record(uid: str, task_name: str, message: str) -> dict:
     return {"id": uid, "task": task_name, "output": "", "error": message}
 
 
-def done_ids(out: Path) -> set[str]:
-    """Ids already written to ``out``. A last line cut short by a kill (no newline, or not JSON) is
-    removed from the file so the rerun appends cleanly."""
-    if not out.is_file():
-        return set()
-    data = out.read_bytes()
-    ids: set[str] = set()
-    good_end = 0
-    pos = 0
-    for line in data.splitlines(keepends=True):
+def _scan(path: Path) -> tuple[list[dict], int]:
+    """``(lines, good_end)``: the prediction lines of ``path`` and the byte offset where its last
+    good line ends. Only the last line may be broken (cut short by a kill: no newline, or not JSON)
+    and is left out; any other bad line is an error naming the file and the line."""
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    recs: list[dict] = []
+    good_end = pos = 0
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
         end = pos + len(line)
-        stripped = line.strip()
-        if stripped:
+        if line.strip():
             try:
                 if not line.endswith(b"\n"):
-                    raise ValueError("cut short")
-                ids.add(str(json.loads(stripped)["id"]))
-            except (ValueError, KeyError, TypeError):
+                    raise ValueError("cut short (no newline)")
+                rec = json.loads(line)
+                str(rec["id"])
+            except (ValueError, KeyError, TypeError) as e:
                 if end == len(data):  # only the last line may be broken (a kill mid-write)
                     break
-                raise ValueError(f"{out}: line at byte {pos} is not a prediction line; refusing to resume into it")
-        good_end = end
-        pos = end
-    if good_end < len(data):
+                raise ValueError(f"{path}: line {number} is not a prediction line ({e}); refusing to use it") from e
+            recs.append(rec)
+        good_end = pos = end
+    return recs, good_end
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The prediction lines of ``path`` (none if it is missing), a broken last line left out (see
+    ``_scan``). The one reader of predictions files that a run resumes or merges."""
+    return _scan(path)[0]
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already written to ``out``. A broken last line (a kill mid-write) is removed from the
+    file so the rerun appends cleanly."""
+    recs, good_end = _scan(out)
+    if out.is_file() and good_end < out.stat().st_size:
         with open(out, "r+b") as f:
             f.truncate(good_end)
-    return ids
+    return {str(r["id"]) for r in recs}

@@ -11,6 +11,9 @@ What it does: free generation through vLLM's multimodal input (the audio goes as
 same ``Template`` (literal text forced, each slot one of its choices), so every output parses. The
 exact expected-score distribution needs per-slot candidate probabilities, which only the transformers
 path computes: vLLM lines carry no ``expected`` field and say ``"decoding": "constrained-regex"``.
+A task constrained by a grammar of its own (mdd's transcript) has no score template: ``predict``
+refuses ``--backend vllm`` with constrained decoding for it before anything loads (use
+``--decoding free``).
 
 LoRA: vLLM reserves LoRA memory for ``max_lora_rank``, which must cover the adapter's own rank, read
 from its ``adapter_config.json`` (``r``, and the largest ``rank_pattern`` value): Phi-4-multimodal's
@@ -19,6 +22,15 @@ shipped LoRA by itself, so for Phi-4-multimodal without a trained adapter the sh
 ``speech-lora/`` goes as the LoRA request (a trained Phi-4 adapter continues that LoRA and replaces
 it). An "Unfreeze" adapter (trained audio encoder, peft ``modules_to_save``) or one trained on top of
 the merged speech LoRA cannot be a vLLM LoRA: they are refused with a message naming the folder.
+
+Tokenizers: what our code tokenizes here (the token budget of each answer, ``max_new_tokens_for``)
+goes through ``lmm_apa.models.backbones.tokenizer.load_tokenizer``, the checkpoint's
+``tokenizer.json`` as it is (``AutoTokenizer`` would rebuild Phi-4-multimodal's pre-tokenizer as
+GPT-2's regex, since its config names ``GPT2Tokenizer``). vLLM tokenizes the prompts and detokenizes
+the answers with a tokenizer it loads itself from the same checkpoint (its ``tokenizer`` argument,
+by default the model folder, loaded through transformers' ``AutoTokenizer`` under whichever
+transformers version vLLM is installed with). Whether that keeps Phi-4's o200k pre-tokenizer
+depends on that version; it is not checked here (that needs vLLM and a GPU).
 
 Everything vLLM is given is built by plain functions here (``lora_plan``, ``llm_kwargs``,
 ``build_requests``, ``sampling_kwargs``), tested without vLLM or a GPU; ``predict_vllm`` only hands
@@ -213,13 +225,13 @@ def _sampling_params(req: Request):
 def predict_vllm(utts: Sequence, model: str | None, adapter: str | None, task, decoding: str, batch_size: int = 64) -> Iterable[dict]:
     """Prediction lines (same shape as the transformers path) for ``utts``, generated with vLLM."""
     check_vllm()
-    from transformers import AutoTokenizer
     from vllm import LLM
 
     from lmm_apa.infer.generate import Decoded
     from lmm_apa.infer.records import record
     from lmm_apa.models.loading import adapter_base
     from lmm_apa.models.backbones import DEFAULT_SOURCE, resolve_arch, spec_for
+    from lmm_apa.models.backbones.tokenizer import load_tokenizer
 
     source = model or (adapter_base(adapter) if adapter else None) or DEFAULT_SOURCE
     arch = resolve_arch(source)
@@ -231,7 +243,7 @@ def predict_vllm(utts: Sequence, model: str | None, adapter: str | None, task, d
 
         lora_request = LoRARequest(LORA_NAME, 1, plan.path)
     llm = LLM(**llm_kwargs(source, plan))
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)  # ours (token budgets): the checkpoint's tokenizer.json as it is
     constrained = task.decoding_for(decoding) == "constrained"
     mode = "constrained-regex" if constrained else "free"
     for start in range(0, len(utts), batch_size):
