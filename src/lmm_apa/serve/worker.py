@@ -88,7 +88,7 @@ class ModelWorker:
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self.backbone = None
         self.state, self.reason = "loading", "the model is loading"
-        self.batches: deque[int] = deque(maxlen=RECENT_BATCHES)  # sizes of the latest batches run (tests, /health)
+        self.batches: deque[int] = deque(maxlen=RECENT_BATCHES)  # sizes of the latest batches run (tests, debugging)
         self.batches_run = 0  # every batch since start (the deque keeps only the latest)
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # submit vs stop: no job lands in the queue after stop drained it
