@@ -15,23 +15,21 @@ from lmm_apa.train.config import load_config
 from lmm_apa.train.losses import sequence_logps
 from lmm_apa.train.run import REFERENCE_ADAPTER, prepare_backbone, train_from_config
 from lmm_apa.train.trainer import answer_logits, reference_policy
+from train_utils import train_overrides, write_small_synth
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
 def small_synth(tmp_path_factory):
-    from lmm_apa.data.synth import write_synthetic_corpus
-
-    out = tmp_path_factory.mktemp("after-sft-synth") / "synth"
-    write_synthetic_corpus(out, n_utterances=16, seed=5, test_fraction=0.25)
-    return out
+    return write_small_synth(tmp_path_factory, "after-sft-synth", seed=5)
 
 
 def _overrides(model, corpus, out, *extra):
-    return [f"model={model}", f"data.train=[{{path: {corpus}, split: train}}]", f"output_dir={out}",
-            "batch_size=2", "grad_accum=1", "logging_steps=1", "limit=8", "save_steps=100", "lr=5e-2",
-            "warmup_ratio=0.0", "method=lora", "lora.dropout=0.0", "save_total_limit=1", *extra]
+    """The shared short run with this file's own values: lr 5e-2, no LoRA dropout, no intermediate
+    checkpoints."""
+    return train_overrides(model, corpus, out, "save_steps=100", "lr=5e-2", "lora.dropout=0.0",
+                           "save_total_limit=1", *extra)
 
 
 @pytest.fixture(scope="module")

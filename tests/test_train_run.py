@@ -17,24 +17,15 @@ from transformers import TrainerCallback
 
 from lmm_apa.train.run import train_from_config
 from lmm_apa.train.trainer import find_resume_checkpoint
+from train_utils import train_overrides as _overrides
+from train_utils import write_small_synth
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
 def small_synth(tmp_path_factory):
-    from lmm_apa.data.synth import write_synthetic_corpus
-
-    out = tmp_path_factory.mktemp("train-synth") / "synth"
-    write_synthetic_corpus(out, n_utterances=16, seed=3, test_fraction=0.25)
-    return out
-
-
-def _overrides(model, corpus, out, *extra):
-    """Pinned values, so these tests do not move when the demo's tuning of tiny_demo.yaml does."""
-    return [f"model={model}", f"data.train=[{{path: {corpus}, split: train}}]", f"output_dir={out}",
-            "batch_size=2", "grad_accum=1", "logging_steps=1", "limit=8", "save_steps=2", "lr=5e-3",
-            "warmup_ratio=0.0", "method=lora", "save_total_limit=2", *extra]
+    return write_small_synth(tmp_path_factory, "train-synth", seed=3)
 
 
 def _lora_weights(adapter_dir):
