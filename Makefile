@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A CPU build of torch where no GPU is present (this pin is the one the workplace ships a wheel of);
+# A CPU build of torch where no GPU is present (this pin is the version the toolkit is tested with);
 # an already-installed torch -- a user's CUDA build, say -- is never replaced.
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_GPU_SPEC ?= torch
