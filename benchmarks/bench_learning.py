@@ -12,7 +12,7 @@ Ahn & Nam 2025's ``apa`` task).
     python benchmarks/bench_learning.py [--seeds 10] [--first-seed 0] [--recipe demo] [--threads 2]
         [--utterances N] [--set key=value ...] [--work DIR] [--json OUT.jsonl]
 
-Goals (issue: the main job learns on every seed): every seed's expected-score PCC >= the recipe's
+Goals (the main job must learn on every seed, not one lucky draw): every seed's expected-score PCC >= the recipe's
 goals, median sentence PCC >= 0.85, the argmax never constant, the silenced control < 0.2.
 """
 
@@ -70,7 +70,7 @@ def _cell(v) -> str:
 
 def _summary(rows: list[dict], goals: dict) -> dict:
     """Min / median / max of each figure (an undefined PCC counts as 0: nothing learned), how many
-    seeds met every goal, and whether the sweep met the issue's goals."""
+    seeds met every goal, and whether the sweep met the sweep goals (module docstring)."""
     ok = [r for r in rows if "error" not in r]
     out = {"seeds": len(rows), "failed_runs": len(rows) - len(ok), "learned": sum(bool(r["learned"]) for r in ok),
            "constant_argmax": sum(bool(r["constant"]) for r in ok)}
