@@ -210,3 +210,37 @@ def test_evaluation_scores_mdd_in_the_tasks_keep_star_convention():
     assert kept["mdd"]["per"] == pytest.approx(1 / 8) and "* kept" in kept["mdd"]["phone_convention"]
     default, _ = evaluate_records([plain], {utt.id: utt})
     assert default["mdd"]["per"] == 0.0  # the registered task reads L* as L
+
+
+def test_keep_star_option_reaches_training_prediction_and_evaluation(tmp_path, monkeypatch):
+    """One switch per stage, the same convention in each: training targets (``mdd_keep_star``),
+    ``predict --keep-star`` (the task handed to the predictor) and ``evaluate --keep-star``."""
+    from typer.testing import CliRunner
+
+    import lmm_apa.evaluate.run as run
+    import lmm_apa.infer.predict as predict
+    from lmm_apa.cli import app
+    from lmm_apa.train.config import TrainConfig
+    from lmm_apa.train.dataset import SkipLog, build_examples
+
+    utt = utterance_from_row(ROW, 0, "test", Path("."), "so762")
+    assert "L*" in get_task("mdd", keep_star=True).target(utt) and "L*" not in get_task("mdd").target(utt)
+    assert get_task("apa", keep_star=True) == get_task("apa")  # score tasks have no phones to keep
+    starred, _ = build_examples([utt], ["mdd"], SkipLog(None), keep_star=True)
+    plain, _ = build_examples([utt], ["mdd"], SkipLog(None))
+    assert "L*" in starred[0].target and "L*" not in plain[0].target
+    assert TrainConfig.model_fields["mdd_keep_star"].default is False
+
+    seen = {}
+    monkeypatch.setattr(predict, "predict_corpus", lambda source, **kw: seen.update(kw) or {"ok": True})
+    monkeypatch.setattr(run, "evaluate_predictions", lambda preds, ref, **kw: seen.update(kw) or {"ok": True})
+    out = str(tmp_path / "p.jsonl")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--task", "mdd", "--keep-star", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert seen["task"].keep_star is True
+    result = CliRunner().invoke(app, ["evaluate", out, "--reference", str(tmp_path), "--keep-star"])
+    assert result.exit_code == 0, result.output
+    assert seen["tasks"]["mdd"].keep_star is True
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--task", "apa", "--keep-star", "--out", out])
+    assert result.exit_code == 2 and "mdd task only" in result.output
+    assert seen["tasks"]["mdd"].name == "mdd"  # the task keeps its name: prediction lines still say "mdd"

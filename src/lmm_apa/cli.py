@@ -19,6 +19,8 @@ import typer
 from lmm_apa.prompts.tasks import TASK_NAMES
 
 TASK_HELP = "the task: " + " | ".join(TASK_NAMES)
+KEEP_STAR_HELP = ("mdd: keep Speechocean762's * phones (L*) as phones of their own instead of their base phone "
+                  "(train with mdd_keep_star: true to match)")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune and run audio-language models for pronunciation assessment.")
 data_app = typer.Typer(no_args_is_help=True, help="Read, check and synthesise corpora.")
@@ -28,6 +30,17 @@ app.add_typer(data_app, name="data")
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _task_with_star(task: str, keep_star: bool):
+    """``task`` by name, or with ``keep_star`` the mdd task in the *-keeping convention; ValueError
+    for a task that transcribes no phones."""
+    from lmm_apa.prompts.tasks import TranscriptTask, get_task
+
+    the_task = get_task(task, keep_star=keep_star)
+    if keep_star and not isinstance(the_task, TranscriptTask):
+        raise ValueError(f"--keep-star applies to the mdd task only, not {task!r}")
+    return the_task if keep_star else task
 
 
 @contextmanager
@@ -134,14 +147,16 @@ def predict(
     lookahead: Optional[int] = typer.Option(
         None, "--lookahead", min=0,
         help="constrained decoding: speculative score slots per forward (default: fitted to the device and batch size, see default_lookahead); results are identical"),
+    keep_star: bool = typer.Option(False, "--keep-star", help=KEEP_STAR_HELP),
 ) -> None:
     """Batch assessment: one JSON line per utterance, errors recorded per line."""
     from lmm_apa.infer.predict import predict_corpus
 
     try:
+        the_task = _task_with_star(task, keep_star)
         with _plain_warnings():
             summary = predict_corpus(
-                source, model=model, adapter=adapter, task=task, out=out, decoding=decoding, split=split,
+                source, model=model, adapter=adapter, task=the_task, out=out, decoding=decoding, split=split,
                 batch_size=batch_size, limit=limit, device=device, backend=backend, lookahead=lookahead,
             )
     except (FileNotFoundError, ValueError) as e:
@@ -156,12 +171,14 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, report.md and plots"),
     split: Optional[str] = typer.Option(None, "--split"),
     loss_plot: Optional[Path] = typer.Option(None, "--loss-plot", help="a training run's loss.png, linked from report.md"),
+    keep_star: bool = typer.Option(False, "--keep-star", help=KEEP_STAR_HELP),
 ) -> None:
     """metrics.json + paper-style tables + plots."""
     from lmm_apa.evaluate.run import evaluate_predictions
 
     try:
-        metrics = evaluate_predictions(preds, reference, out=out, split=split, loss_plot=loss_plot)
+        tasks = {"mdd": _task_with_star("mdd", True)} if keep_star else None
+        metrics = evaluate_predictions(preds, reference, out=out, split=split, loss_plot=loss_plot, tasks=tasks)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(metrics, indent=2))

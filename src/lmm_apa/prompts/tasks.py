@@ -29,7 +29,7 @@ unrounded labels, so evaluation against it is exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
 from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Utterance, phone_to_model
@@ -409,9 +409,14 @@ TASKS: dict[str, Task] = _make_tasks()
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
 
-def get_task(name: str) -> Task:
-    """The task called ``name`` (the command line's task names); ValueError listing the names otherwise."""
+def get_task(name: str, keep_star: bool = False) -> Task:
+    """The task called ``name`` (the command line's task names); ValueError listing the names otherwise.
+    ``keep_star``: a transcript task (mdd) keeps Speechocean762's ``*`` phones instead of their base
+    phone (``TranscriptTask.keep_star``); score tasks have no phones to transcribe and are unchanged."""
     try:
-        return TASKS[name]
+        task = TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}") from None
+    if keep_star and isinstance(task, TranscriptTask):
+        task = replace(task, keep_star=True)
+    return task

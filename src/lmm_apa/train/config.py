@@ -72,6 +72,7 @@ class TrainConfig(_Strict):
     preference_aspect: Optional[str] = None  # aspect the simulated negative changes; None = the task's own
     # data
     tasks: list[str] = Field(min_length=1)
+    mdd_keep_star: bool = False  # mdd targets keep Speechocean762's * phones (L*) instead of the base phone
     data: DataSettings
     limit: Optional[int] = Field(None, ge=1)  # utterances per source, for quick runs
     max_audio_seconds: Optional[float] = Field(None, gt=0.0)

@@ -64,15 +64,17 @@ def build_examples(
     preference: bool = False,
     preference_aspect: Optional[str] = None,
     seed: int = 0,
+    keep_star: bool = False,
 ) -> tuple[list[Example], dict]:
     """Every (utterance, task) the task supports, with prompt and target (and a simulated rejected
-    response for preference objectives). Returns (examples, counts)."""
+    response for preference objectives). ``keep_star``: mdd targets keep ``*`` phones (``get_task``).
+    Returns (examples, counts)."""
     from lmm_apa.prompts.tasks import get_task
 
     examples: list[Example] = []
     counts = {"unsupported": 0, "failed": 0}
     for name in tasks:
-        task = get_task(name)
+        task = get_task(name, keep_star=keep_star)
         for i, utt in enumerate(utterances):
             if not task.supports(utt):
                 counts["unsupported"] += 1

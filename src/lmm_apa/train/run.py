@@ -275,7 +275,8 @@ def train_from_config(
     corpus = load_training_corpus(cfg, skip_log)
     preference = cfg.objective in ("simpo", "dpo")
     examples, counts = build_examples(corpus.utterances, cfg.tasks, skip_log, preference=preference,
-                                      preference_aspect=cfg.preference_aspect, seed=cfg.seed)
+                                      preference_aspect=cfg.preference_aspect, seed=cfg.seed,
+                                      keep_star=cfg.mdd_keep_star)
     if not examples:
         raise ValueError(
             f"no trainable examples: {len(corpus.utterances)} utterance(s) read from "
