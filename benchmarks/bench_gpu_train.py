@@ -73,11 +73,18 @@ def parse_args(argv=None):
 
 
 def _set_checkpointing(model, on: bool) -> None:
+    """Activation checkpointing on or off, through transformers' current names where it has them
+    (``gradient_checkpointing_*`` are deprecated from 5.24 on) and the old ones before."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if on:
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(inner, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
-        inner.gradient_checkpointing_disable()
+        disable = getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable
+        disable()
 
 
 def counted_flops(trainer, model, batch, gradient_checkpointing: bool) -> float:
