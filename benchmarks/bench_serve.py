@@ -1,6 +1,6 @@
 """Load benchmark of ``lmm-apa serve`` on loopback: 1, 8 and 32 concurrent learners, with dynamic
-batching on (``--max-batch 8``) and off (``--max-batch 1``), in one run so the ratio is measured under
-the same load; then a hostile phase (oversized, lying and decode-bomb uploads) to check that the
+batching on (``--max-batch 16``, the server's default) and off (``--max-batch 1``), in one run so the
+ratio is measured under the same load; then a hostile phase (oversized, lying and decode-bomb uploads) to check that the
 server's memory stays bounded whatever is uploaded.
 
 Each configuration starts its own server (the real ``lmm-apa serve`` command, on 127.0.0.1 only) with
@@ -41,9 +41,9 @@ HOST = "127.0.0.1"  # loopback only, always
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", default="1,8,32", help="comma-separated concurrent client counts")
-    p.add_argument("--batching", default="8,1", help="comma-separated --max-batch values (1 = off)")
+    p.add_argument("--batching", default="16,1", help="comma-separated --max-batch values (1 = off)")
     p.add_argument("--requests", type=int, default=32, help="answered requests wanted per configuration")
-    p.add_argument("--queue-size", type=int, default=16)
+    p.add_argument("--queue-size", type=int, default=32)
     p.add_argument("--time-limit", type=float, default=240.0, help="seconds per configuration, at most")
     p.add_argument("--model", default=None, help="model path (default: a tiny Qwen2-Audio saved to a temp dir)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the server")

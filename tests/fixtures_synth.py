@@ -7,10 +7,11 @@ proofs and the demo test. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo
 (``predict_corpus``), metrics (``evaluate_predictions``) and the audio control (the same trained
 model on its held-out readings with the audio silenced) -- however many tests read its results.
 
-Why the recipes run side by side in subprocesses (one torch thread each), all started when the
-first learning test asks for one: the tiny models' matrices are too small for two threads to help
-much, so two single-thread runs on two cores finish far sooner than the same runs one after the
-other (the suite's time goal). Only the recipes the collected tests need are run (``conftest.py``
+Why the recipes run side by side in subprocesses (one torch thread each, niced), all started at the
+session's first test while the tests that read them run last: the tiny models' matrices are too
+small for two threads to help much, so single-thread runs side by side finish far sooner than the
+same runs one after the other, and the rest of the suite runs while they train (the suite's time
+goal). Only the recipes the collected tests need are run (``conftest.py``
 records them). The seed sweep of the same recipes is ``benchmarks/bench_learning.py``; the suite
 runs one seed.
 """
@@ -18,6 +19,7 @@ runs one seed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,6 +68,12 @@ def learning_corpus(tmp_path_factory) -> Path:
     return out
 
 
+def _lower_priority() -> None:
+    """In the recipe's child process: yield the CPU to the test process (timing-sensitive tests,
+    e.g. the service's deadlines, keep their margins while the recipes train)."""
+    os.nice(10)
+
+
 class LearningRuns:
     """The session's recipe runs: started together, each awaited when a test first needs it."""
 
@@ -76,7 +84,7 @@ class LearningRuns:
             out.mkdir(parents=True, exist_ok=True)
             log = open(out.parent / f"{recipe}.log", "w")  # stdout and stderr to a file: a pipe could fill
             proc = subprocess.Popen([sys.executable, "-c", _WORKER, recipe, str(out), str(corpus), str(LEARN_SEED)],
-                                    stdout=log, stderr=subprocess.STDOUT, text=True)
+                                    stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=_lower_priority)
             self.procs[recipe] = (proc, log)
         self.results: dict[str, dict] = {}
 
@@ -108,6 +116,15 @@ def learning_runs(tmp_path_factory, learning_corpus):
     runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, NEEDED_RECIPES or set(RECIPE_FIXTURES.values()))
     yield runs
     runs.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_learning_runs_early(request):
+    """Start the needed recipes' training at the session's first test, not at the first learning
+    test (which runs last, see conftest.py): the other tests run meanwhile. The runs are niced, so
+    they take the CPU the other tests leave idle rather than slowing them down."""
+    if NEEDED_RECIPES:
+        request.getfixturevalue("learning_runs")
 
 
 def show(name: str, run: dict) -> str:

@@ -237,3 +237,20 @@ def test_backbone_checks_with_the_real_vocabulary(arch, real_backbones):
     check_control_tokens_stay_plain_text(b)
     check_manual_inputs_equal_the_transformers_processor(arch, b)
     check_left_padded_generation_equals_unbatched(b)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_tokenizer_cuts_every_prompt_about_as_the_real_one(arch, real_backbones, tiny_qwen2_audio, tiny_phi4_mm):
+    """The tiny models' sequence lengths stand for the real ones' (training cost, attention span from the
+    answer back to the audio): each task's instruction is within 20 % of the real vocabulary's token
+    count. (Before the tiny tokenizers were trained on the tasks' own prompts, the `apa` rubric was cut
+    into 806 tokens against o200k's 562.)"""
+    tiny = load_backbone(str(tiny_qwen2_audio if arch == "qwen2-audio" else tiny_phi4_mm)).tokenizer
+    real = real_backbones[arch].tokenizer
+    utt = make_utt(random.Random(1), uid="u")
+    for task in TASKS.values():
+        if not task.supports(utt):
+            continue
+        prompt = task.instruction(utt)
+        n_tiny, n_real = (len(t(prompt, add_special_tokens=False)["input_ids"]) for t in (tiny, real))
+        assert abs(n_tiny - n_real) <= 0.2 * n_real, f"{arch} {task.name}: tiny {n_tiny} tokens, real {n_real}"

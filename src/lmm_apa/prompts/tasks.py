@@ -179,6 +179,16 @@ Provide the results in the following JSON format:
 {'word_transcript': 'That's an interesting observation.', 'phoneme_transcript': 'DH EH S AX N IH N T AX R EH S T IH NG AA B Z AX R V EY IH SH AX N'}"""
 
 
+def prompt_texts(text: str = "WE CALL IT BEAR", phones: str = "W IY0 - K AO0 L - IH0 T - B EH0 R") -> tuple[str, ...]:
+    """Every task's instruction as the model reads it (control tokens included), with ``text`` and
+    ``phones`` as the reference. Why: the tiny models' tokenizers are trained on these words, so a tiny
+    model's prompt is cut into about as many tokens as the real vocabularies cut it into."""
+    texts = [FULL_PROMPT.format(text=text, phones=phones), WORD_SENTENCE_PROMPT.format(text=text),
+             WORD_ACCURACY_PROMPT.format(text=text)]
+    texts += [_sentence_aspect_prompt(aspect).format(text=text) for aspect in _SENTENCE_DEFS]
+    return (*texts, APA_TOKEN + APA_PROMPT, MDD_TOKEN + MDD_PROMPT)
+
+
 # --------------------------------------------------------------------------- helpers
 def reference_words(utt: Utterance) -> list[str]:
     """The words an answer is aligned to: the corpus' word list, else the text split on spaces."""
