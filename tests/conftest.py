@@ -15,16 +15,12 @@ from fixtures_models import *  # noqa: F401,F403,E402
 from fixtures_synth import *  # noqa: F401,F403,E402
 
 
-def _needs_learning(item) -> set[str]:
-    names = getattr(item, "fixturenames", ())
-    return {recipe for name, recipe in fixtures_synth.RECIPE_FIXTURES.items() if name in names}
+import pytest  # noqa: E402
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Record which learning recipes the selected tests need, so the session trains only those
-    (side by side, once each: fixtures_synth.LearningRuns), and move the tests that read them to the
-    end: the recipes train in the background from the session's first test on
-    (``start_learning_runs_early``), so every other test runs while they train."""
-    for item in items:
-        fixtures_synth.NEEDED_RECIPES.update(_needs_learning(item))
-    items.sort(key=lambda item: bool(_needs_learning(item)))  # stable: the order within each group is kept
+    """Move the tests that read a learning recipe's run to the end: the recipes train in the
+    background from the session's first test on (``fixtures_synth.start_learning_runs_early``, which
+    starts only those the finally selected tests need), so every other test runs while they train."""
+    items.sort(key=lambda item: bool(fixtures_synth.recipes_needed_by(item)))  # stable within each group

@@ -11,15 +11,14 @@ Why the recipes run side by side in subprocesses (one torch thread each, niced),
 session's first test while the tests that read them run last: the tiny models' matrices are too
 small for two threads to help much, so single-thread runs side by side finish far sooner than the
 same runs one after the other, and the rest of the suite runs while they train (the suite's time
-goal). Only the recipes the collected tests need are run (``conftest.py``
-records them). The seed sweep of the same recipes is ``benchmarks/bench_learning.py``; the suite
+goal). Only the recipes the selected tests need are run (``recipes_needed_by`` over the session's
+final test list). The seed sweep of the same recipes is ``benchmarks/bench_learning.py``; the suite
 runs one seed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,9 +30,13 @@ SYNTH_N = 300
 SYNTH_SEED = 0
 LEARN_SEED = 0  # the suite's one seed; benchmarks/bench_learning.py shows the recipes on others
 RECIPE_FIXTURES = {"demo_learning": "demo", "full_learning": "full", "phi4_learning": "phi4-apa"}
-NEEDED_RECIPES: set[str] = set()  # filled at collection (conftest.py) from the tests' fixtures
 
+# One recipe run in its own process: niced first, so it takes the CPU the test process leaves idle
+# (timing-sensitive tests, e.g. the service's deadlines, keep their margins while the recipes train).
 _WORKER = """
+import os
+if hasattr(os, "nice"):
+    os.nice(10)
 import json, sys, torch
 torch.set_num_threads(1)
 from lmm_apa.demo import run_demo
@@ -68,10 +71,10 @@ def learning_corpus(tmp_path_factory) -> Path:
     return out
 
 
-def _lower_priority() -> None:
-    """In the recipe's child process: yield the CPU to the test process (timing-sensitive tests,
-    e.g. the service's deadlines, keep their margins while the recipes train)."""
-    os.nice(10)
+def recipes_needed_by(item) -> set[str]:
+    """The learning recipes a collected test reads (through its fixtures)."""
+    names = getattr(item, "fixturenames", ())
+    return {recipe for name, recipe in RECIPE_FIXTURES.items() if name in names}
 
 
 class LearningRuns:
@@ -84,7 +87,7 @@ class LearningRuns:
             out.mkdir(parents=True, exist_ok=True)
             log = open(out.parent / f"{recipe}.log", "w")  # stdout and stderr to a file: a pipe could fill
             proc = subprocess.Popen([sys.executable, "-c", _WORKER, recipe, str(out), str(corpus), str(LEARN_SEED)],
-                                    stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=_lower_priority)
+                                    stdout=log, stderr=subprocess.STDOUT, text=True)
             self.procs[recipe] = (proc, log)
         self.results: dict[str, dict] = {}
 
@@ -112,8 +115,10 @@ class LearningRuns:
 
 
 @pytest.fixture(scope="session")
-def learning_runs(tmp_path_factory, learning_corpus):
-    runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, NEEDED_RECIPES or set(RECIPE_FIXTURES.values()))
+def learning_runs(request, tmp_path_factory, learning_corpus):
+    """The recipes the session's selected tests read (after -k / -m / --lf have deselected theirs)."""
+    needed = set().union(*(recipes_needed_by(item) for item in request.session.items))
+    runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, needed or set(RECIPE_FIXTURES.values()))
     yield runs
     runs.stop()
 
@@ -122,9 +127,15 @@ def learning_runs(tmp_path_factory, learning_corpus):
 def start_learning_runs_early(request):
     """Start the needed recipes' training at the session's first test, not at the first learning
     test (which runs last, see conftest.py): the other tests run meanwhile. The runs are niced, so
-    they take the CPU the other tests leave idle rather than slowing them down."""
-    if NEEDED_RECIPES:
+    they take the CPU the other tests leave idle rather than slowing them down. A failure to start
+    is left to the learning tests, which meet it when they ask for ``learning_runs``: every other
+    test goes on."""
+    if not any(recipes_needed_by(item) for item in request.session.items):
+        return
+    try:
         request.getfixturevalue("learning_runs")
+    except Exception:  # noqa: BLE001 - the learning tests report it (pytest caches a fixture's error)
+        pass
 
 
 def show(name: str, run: dict) -> str:

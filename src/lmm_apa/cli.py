@@ -219,7 +219,7 @@ def serve(
     task: str = typer.Option("full", "--task", help=TASK_HELP),
     device: Optional[str] = typer.Option(None, "--device"),
     queue_size: int = typer.Option(32, "--queue-size", min=1, help="requests waiting for the model; more get 503 + Retry-After"),
-    max_batch: int = typer.Option(16, "--max-batch", min=1, help="requests decoded together (1: no batching)"),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="requests decoded together (1: no batching; lower it if a batch runs out of GPU memory)"),
     timeout: float = typer.Option(60.0, "--timeout", min=1.0, help="seconds before a request gets 504"),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="required on /assess (or env LMM_APA_API_KEY)"),
     allowed_hosts: Optional[List[str]] = typer.Option(None, "--allowed-hosts", help="Host names to answer (default: loopback)"),

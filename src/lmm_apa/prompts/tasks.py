@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
-from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Utterance, phone_to_model
+from lmm_apa.data.schema import SENTENCE_ASPECTS, WORD_ASPECTS, Audio, Utterance, Word, phone_to_model
 from lmm_apa.prompts.mdd_answer import render_answer
 from lmm_apa.prompts.parsing import (
     DictAnswer,
@@ -177,16 +177,6 @@ If a word or phoneme is unclear, mark it with '<unk>'.
 
 Provide the results in the following JSON format:
 {'word_transcript': 'That's an interesting observation.', 'phoneme_transcript': 'DH EH S AX N IH N T AX R EH S T IH NG AA B Z AX R V EY IH SH AX N'}"""
-
-
-def prompt_texts(text: str = "WE CALL IT BEAR", phones: str = "W IY0 - K AO0 L - IH0 T - B EH0 R") -> tuple[str, ...]:
-    """Every task's instruction as the model reads it (control tokens included), with ``text`` and
-    ``phones`` as the reference. Why: the tiny models' tokenizers are trained on these words, so a tiny
-    model's prompt is cut into about as many tokens as the real vocabularies cut it into."""
-    texts = [FULL_PROMPT.format(text=text, phones=phones), WORD_SENTENCE_PROMPT.format(text=text),
-             WORD_ACCURACY_PROMPT.format(text=text)]
-    texts += [_sentence_aspect_prompt(aspect).format(text=text) for aspect in _SENTENCE_DEFS]
-    return (*texts, APA_TOKEN + APA_PROMPT, MDD_TOKEN + MDD_PROMPT)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -417,6 +407,16 @@ def _make_tasks() -> dict[str, Task]:
 
 TASKS: dict[str, Task] = _make_tasks()
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+
+
+def prompt_texts() -> tuple[str, ...]:
+    """Every task's instruction as the model reads it (control tokens included), for a short sample
+    reading. Why: the tiny models' tokenizers are trained on these words, so a tiny model's prompt is
+    cut into about as many tokens as the real vocabularies cut it into."""
+    words = [Word("WE", ["W", "IY0"]), Word("CALL", ["K", "AO0", "L"]), Word("IT", ["IH0", "T"]),
+             Word("BEAR", ["B", "EH0", "R"])]
+    sample = Utterance(id="sample", text="WE CALL IT BEAR", words=words, audio=Audio())
+    return tuple(task.instruction(sample) for task in TASKS.values())
 
 
 def get_task(name: str, keep_star: bool = False) -> Task:

@@ -38,11 +38,13 @@ log = logging.getLogger("lmm_apa.serve")
 
 @dataclass
 class ServeOptions:
-    """What a school running the server may tune; the defaults suit one CPU or GPU and a classroom."""
+    """What a school running the server may tune; the defaults are for a classroom of ~32 learners."""
 
     # A class of 32 fits in the queue instead of being told to come back, and is decoded in batches of
-    # 16 (benchmarks/bench_serve.py: at 32 clients on 2 CPU cores batches of 16 gave 2.7x the unbatched
-    # throughput, batches of 8 2.4x, with a 16-slot queue's 503-and-retry churn less).
+    # 16 (benchmarks/bench_serve.py, tiny model, 2 CPU cores, 32 clients, both with a 32-slot queue:
+    # batches of 16 gave 2.7x the unbatched throughput, batches of 8 2.4x; a 16-slot queue answered
+    # ~200 503s per run). Measured on CPU only: on a GPU a batch of 16 of a 7 B model holds ~2x the
+    # KV cache of a batch of 8, so a small GPU may need a lower --max-batch.
     queue_size: int = 32  # requests waiting for the model; beyond: 503 + Retry-After
     max_batch: int = 16  # requests decoded together (1: no batching)
     batch_window_s: float = 0.01  # how long the worker waits for more requests to batch

@@ -79,7 +79,7 @@ def assess_jobs(task: str) -> BatchFn:
 class ModelWorker:
     """Loads the model, then serves jobs from a bounded queue in batches of up to ``max_batch``."""
 
-    def __init__(self, load: Callable[[], Any], batch_fn: BatchFn, max_batch: int = 8, queue_size: int = 32,
+    def __init__(self, load: Callable[[], Any], batch_fn: BatchFn, max_batch: int = 16, queue_size: int = 32,
                  window_s: float = 0.01):
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
