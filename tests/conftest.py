@@ -5,6 +5,8 @@ downloaded."""
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -13,9 +15,6 @@ import fixtures_synth  # noqa: E402
 from fixtures_data import *  # noqa: F401,F403,E402
 from fixtures_models import *  # noqa: F401,F403,E402
 from fixtures_synth import *  # noqa: F401,F403,E402
-
-
-import pytest  # noqa: E402
 
 
 @pytest.hookimpl(trylast=True)

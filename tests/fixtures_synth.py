@@ -77,6 +77,11 @@ def recipes_needed_by(item) -> set[str]:
     return {recipe for name, recipe in RECIPE_FIXTURES.items() if name in names}
 
 
+def session_recipes(session) -> set[str]:
+    """The recipes the session's selected tests read (after -k / -m / --lf have deselected theirs)."""
+    return set().union(*(recipes_needed_by(item) for item in session.items))
+
+
 class LearningRuns:
     """The session's recipe runs: started together, each awaited when a test first needs it."""
 
@@ -116,9 +121,8 @@ class LearningRuns:
 
 @pytest.fixture(scope="session")
 def learning_runs(request, tmp_path_factory, learning_corpus):
-    """The recipes the session's selected tests read (after -k / -m / --lf have deselected theirs)."""
-    needed = set().union(*(recipes_needed_by(item) for item in request.session.items))
-    runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, needed or set(RECIPE_FIXTURES.values()))
+    """The runs of the recipes the session's selected tests read (``session_recipes``)."""
+    runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, session_recipes(request.session))
     yield runs
     runs.stop()
 
@@ -130,7 +134,7 @@ def start_learning_runs_early(request):
     they take the CPU the other tests leave idle rather than slowing them down. A failure to start
     is left to the learning tests, which meet it when they ask for ``learning_runs``: every other
     test goes on."""
-    if not any(recipes_needed_by(item) for item in request.session.items):
+    if not session_recipes(request.session):
         return
     try:
         request.getfixturevalue("learning_runs")
