@@ -109,3 +109,35 @@ def test_preference_collator_puts_chosen_rows_first():
     assert rec.call[2] == ["good0", "good1", "good2"]
     with pytest.raises(ValueError, match="rejected"):
         PreferenceCollator(rec)([{**items[0], "rejected": None}])
+
+
+def test_right_padding_mask_is_dropped_only_where_it_changes_nothing():
+    from lmm_apa.train.trainer import without_right_padding_mask
+
+    right = {"input_ids": torch.ones(2, 4), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    assert "attention_mask" not in without_right_padding_mask(right)
+    for kept in ([[0, 0, 1, 1], [1, 1, 1, 1]], [[1, 0, 1, 1], [1, 1, 1, 1]]):  # left padding, a hole
+        batch = {"input_ids": torch.ones(2, 4), "attention_mask": torch.tensor(kept)}
+        assert without_right_padding_mask(batch) is batch
+
+
+@pytest.mark.parametrize("arch", ["qwen2-audio", "phi4-mm"])
+def test_training_forward_without_the_right_padding_mask_gives_the_same_answer_logits(arch, request):
+    """Rows of different lengths (right-padded): every answer position's logits are the same with
+    the attention mask and without it (plain causal attention), for both backbones."""
+    from lmm_apa.models.backbones import load_backbone
+    from lmm_apa.train.trainer import answer_logits
+
+    backbone = load_backbone(request.getfixturevalue(f"tiny_{arch.replace('-', '_')}"))
+    rng = np.random.default_rng(0)
+    audios = [0.1 * rng.standard_normal(int(16000 * s)).astype(np.float32) for s in (1.0, 2.3, 1.6)]
+    batch = backbone.build_batch(audios, ["Score it.", "Score this reading, please.", "Score."],
+                                 ["Accuracy: 7", "Accuracy: 10, fluency: 9", "Accuracy: 3"])
+    assert batch["attention_mask"].min() == 0  # the rows really are padded
+    labels = batch.pop("labels")
+    model = backbone.model.eval()
+    with torch.no_grad():
+        plain = answer_logits(model, batch, labels).logits
+        with_mask = model(**batch, use_cache=False).logits[:, :-1][labels[:, 1:] != -100]
+    assert plain.shape[1] == with_mask.shape[0] > 0
+    torch.testing.assert_close(plain[0], with_mask, rtol=1e-4, atol=1e-5)
