@@ -12,6 +12,11 @@ Ahn & Nam 2025's ``apa`` task).
     python benchmarks/bench_learning.py [--seeds 10] [--first-seed 0] [--recipe demo] [--threads 2]
         [--utterances N] [--set key=value ...] [--work DIR] [--json OUT.jsonl]
 
+Where the task scores words and phones, four more columns (``localisation``) say how much of their
+PCC needs hearing where in the reading an error is: ``*_ceiling``, the PCC that knowing each
+utterance's true mean score and giving it to all its words (phones) reaches, and ``*_within``, the
+model's PCC within utterances (~0: it does not tell one word of a reading from another).
+
 Goals (the main job must learn on every seed, not one lucky draw): every seed's expected-score PCC >= the recipe's
 goals, median sentence PCC >= 0.85, the argmax never constant, the silenced control < 0.2.
 """
@@ -27,7 +32,59 @@ import tempfile
 import time
 from pathlib import Path
 
-COLUMNS = ("seed", "sent_exp", "sent_argmax", "word", "phone", "silenced", "constant", "steps", "wall_s", "learned")
+LOCALISATION = ("word_ceiling", "phone_ceiling", "word_within", "phone_within")
+COLUMNS = ("seed", "sent_exp", "sent_argmax", "word", "phone", "silenced", "constant", "steps", "wall_s", "learned",
+           *LOCALISATION)
+
+
+def _pcc(a: list[float], b: list[float]) -> float | None:
+    import numpy as np
+
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return round(float(np.corrcoef(a, b)[0, 1]), 3)
+
+
+def _level_rows(prediction: dict, words: list[dict]) -> dict:
+    """{level: [(label, expected prediction), ...]} of one utterance's words and phones."""
+    expected = prediction.get("expected") or {}
+    rows = {"word": [], "phone": []}
+    for i, word in enumerate(words):
+        if f"word.{i}.accuracy" in expected:
+            rows["word"].append((word["accuracy"], expected[f"word.{i}.accuracy"]))
+        for j, label in enumerate(word.get("phones-accuracy", [])):
+            if f"phone.{i}.{j}.accuracy" in expected:
+                rows["phone"].append((label * 5, expected[f"phone.{i}.{j}.accuracy"]))  # phones 0-2 -> 0-10
+    return rows
+
+
+def localisation(predictions: Path, corpus: Path) -> dict:
+    """How much of the word / phone PCC needs hearing WHERE an error is, on the held-out split.
+
+    ``*_ceiling``: the PCC of a predictor that knows each utterance's true mean word (phone) score
+    exactly and gives it to every word (phone) of the utterance: the most a model that hears only HOW
+    MANY errors an utterance has can reach. ``*_within``: the model's PCC after subtracting each
+    utterance's mean from labels and predictions: ~0 when it does not tell one word (phone) of a
+    reading from another. Reads the synthetic corpus' ``resource/scores.json``."""
+    scores = json.loads((corpus / "resource" / "scores.json").read_text())
+    pooled = {lv: {"label": [], "ceiling": [], "dlabel": [], "dpred": []} for lv in ("word", "phone")}
+    for line in predictions.read_text().splitlines():
+        pred = json.loads(line)
+        for level, pairs in _level_rows(pred, scores.get(pred["id"], {}).get("words", [])).items():
+            if len(pairs) < 2:
+                continue
+            labels, values = zip(*pairs)
+            mean_label, mean_value = sum(labels) / len(labels), sum(values) / len(values)
+            p = pooled[level]
+            p["label"] += labels
+            p["ceiling"] += [mean_label] * len(labels)
+            p["dlabel"] += [x - mean_label for x in labels]
+            p["dpred"] += [x - mean_value for x in values]
+    out = {}
+    for level, p in pooled.items():
+        out[f"{level}_ceiling"] = _pcc(p["label"], p["ceiling"]) if p["label"] else None
+        out[f"{level}_within"] = _pcc(p["dlabel"], p["dpred"]) if p["label"] else None
+    return out
 
 
 def run_one(seed: int, recipe: str, work: Path, utterances: int | None, overrides: list[str], threads: int) -> dict:
@@ -44,7 +101,8 @@ def run_one(seed: int, recipe: str, work: Path, utterances: int | None, override
     return {"seed": seed, "recipe": recipe, "sent_exp": pcc["expected"], "sent_argmax": pcc["argmax"],
             "word": r["accuracy_pcc"]["word"], "phone": r["accuracy_pcc"]["phone"], "silenced": pcc["silenced"],
             "constant": bool(r["argmax_constant"]), "steps": r["steps"], "n_test": r["n_test"],
-            "wall_s": round(time.perf_counter() - t0, 1), "learned": r["learned"], "timings": r["timings"]}
+            "wall_s": round(time.perf_counter() - t0, 1), "learned": r["learned"], "timings": r["timings"],
+            **localisation(Path(r["predictions"]), Path(r["out"]) / "synthetic-corpus")}
 
 
 def _in_subprocess(seed: int, args) -> dict:
@@ -74,9 +132,9 @@ def _summary(rows: list[dict], goals: dict) -> dict:
     ok = [r for r in rows if "error" not in r]
     out = {"seeds": len(rows), "failed_runs": len(rows) - len(ok), "learned": sum(bool(r["learned"]) for r in ok),
            "constant_argmax": sum(bool(r["constant"]) for r in ok)}
-    for key in ("sent_exp", "sent_argmax", "word", "phone", "silenced", "wall_s"):
+    for key in ("sent_exp", "sent_argmax", "word", "phone", "silenced", "wall_s", *LOCALISATION):
         present = [r.get(key) for r in ok]
-        if not ok or (key in ("word", "phone") and all(v is None for v in present)):
+        if not ok or (key in ("word", "phone", *LOCALISATION) and all(v is None for v in present)):
             continue
         vals = [0.0 if v is None else v for v in present]
         out[key] = {"min": round(min(vals), 3), "median": round(statistics.median(vals), 3), "max": round(max(vals), 3)}

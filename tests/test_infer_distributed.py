@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lmm_apa.infer.distributed import done_elsewhere, merge_parts, part_files, part_path, read_lines, shard, shard_selector
+from lmm_apa.infer.distributed import ShardSelector, done_elsewhere, merge_parts, part_files, part_path, read_lines, shard
 
 
 def _write(path: Path, recs: list[dict], tail: str = "") -> None:
@@ -58,7 +58,7 @@ def test_selector_shards_what_is_not_done_and_gives_failures_to_process_0():
 
     utts = [U(f"u{i}") for i in range(6)]
     fails = [U("f0")]
-    sel0, sel1 = shard_selector({"u1"}, 0, 2), shard_selector({"u1"}, 1, 2)
+    sel0, sel1 = ShardSelector({"u1"}, 0, 2), ShardSelector({"u1"}, 1, 2)
     (a0, f0), (a1, f1) = sel0(utts, fails), sel1(utts, fails)
     assert [u.id for u in a0] == ["u0", "u3", "u5"] and [u.id for u in a1] == ["u2", "u4"]
     assert [f.id for f in f0] == ["f0"] and f1 == []

@@ -4,6 +4,7 @@ control collapsed everywhere. Pure figures, no training (the sweep itself is a b
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -43,3 +44,29 @@ def test_phone_goal_is_checked_per_seed():
     goals = {"sentence": 0.8, "phone": 0.6}
     assert bench_learning._summary([_row(0, phone=0.65), _row(1, phone=0.61)], goals)["goals_met"]
     assert not bench_learning._summary([_row(0, phone=0.65), _row(1, phone=0.55)], goals)["goals_met"]
+
+
+def _write_localisation_case(tmp_path, predict) -> tuple:
+    """Three readings of three words (one phone each); ``predict(label)`` gives each word's expected score."""
+    labels = {"u1": [10, 4, 10], "u2": [8, 8, 2], "u3": [10, 10, 6]}
+    scores = {u: {"words": [{"accuracy": a, "phones-accuracy": [a / 5]} for a in acc]} for u, acc in labels.items()}
+    corpus = tmp_path / "corpus"
+    (corpus / "resource").mkdir(parents=True, exist_ok=True)
+    (corpus / "resource" / "scores.json").write_text(json.dumps(scores))
+    lines = []
+    for u, acc in labels.items():
+        expected = {f"word.{i}.accuracy": predict(a) for i, a in enumerate(acc)}
+        expected.update({f"phone.{i}.0.accuracy": predict(a) for i, a in enumerate(acc)})
+        lines.append(json.dumps({"id": u, "expected": expected}))
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "p.jsonl", corpus
+
+
+def test_localisation_separates_hearing_where_from_hearing_how_much(tmp_path):
+    exact = bench_learning.localisation(*_write_localisation_case(tmp_path, lambda a: float(a)))
+    assert exact["word_within"] == exact["phone_within"] == 1.0
+    # the ceiling: each word given its reading's mean (8, 6, 26/3), computed by hand
+    assert exact["word_ceiling"] == exact["phone_ceiling"] == pytest.approx(0.4057, abs=1e-3)
+    inverted = bench_learning.localisation(*_write_localisation_case(tmp_path, lambda a: 10.0 - a))
+    assert inverted["word_within"] == -1.0
+    assert bench_learning.localisation(*_write_localisation_case(tmp_path, lambda a: 7.0))["word_within"] is None

@@ -117,17 +117,12 @@ class ShardSelector:
         return shard(todo, self.rank, self.world), fails
 
 
-def shard_selector(done: set[str], rank: int, world: int) -> ShardSelector:
-    """The selector of process ``rank`` of ``world`` (see ``ShardSelector``)."""
-    return ShardSelector(done, rank, world)
-
-
 def resume_parts(predict_corpus: Callable, out, **kwargs) -> dict:
     """One process finishing a killed data-parallel run (parts of ``out`` on disk): the ids in
     ``out`` and in every part count as done, the rest is decoded into part 0, then all parts are
     merged into ``out`` in corpus order, as a launched rerun does."""
     out = Path(out)
-    select = shard_selector(done_elsewhere(out), 0, 1)
+    select = ShardSelector(done_elsewhere(out), 0, 1)
     summary = predict_corpus(out=part_path(out, 0), select=select, **kwargs)
     summary.update(out=str(out), process=0, processes=1, merged=merge_parts(out, select.order))
     return summary
@@ -151,7 +146,7 @@ def predict_data_parallel(predict_corpus: Callable, out, **kwargs) -> dict:
     state.wait_for_everyone()
     if kwargs.get("device") is None and kwargs.get("backbone") is None:
         kwargs["device"] = str(state.device)
-    select = shard_selector(done, rank, world)
+    select = ShardSelector(done, rank, world)
     summary = predict_corpus(out=part_path(out, rank), select=select, **kwargs)
     state.wait_for_everyone()
     summary.update(out=str(out), process=rank, processes=world)
