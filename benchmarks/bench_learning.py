@@ -15,7 +15,7 @@ Ahn & Nam 2025's ``apa`` task).
 Where the task scores words and phones, four more columns (``localisation``) say how much of their
 PCC needs hearing where in the reading an error is: ``*_ceiling``, the PCC that knowing each
 utterance's true mean score and giving it to all its words (phones) reaches, and ``*_within``, the
-model's PCC within utterances (~0: it does not tell one word of a reading from another).
+model's PCC within utterances (near 0 when it does not tell one word of a reading from another).
 
 Goals (the main job must learn on every seed, not one lucky draw): every seed's expected-score PCC >= the recipe's
 goals, median sentence PCC >= 0.85, the argmax never constant, the silenced control < 0.2.
@@ -46,14 +46,15 @@ def _pcc(a: list[float], b: list[float]) -> float | None:
 
 
 def _level_rows(prediction: dict, words: list[dict]) -> dict:
-    """{level: [(label, expected prediction), ...]} of one utterance's words and phones."""
+    """{level: [(label, expected prediction), ...]} of one utterance's words and phones (items
+    without a label or a prediction left out)."""
     expected = prediction.get("expected") or {}
     rows = {"word": [], "phone": []}
     for i, word in enumerate(words):
-        if f"word.{i}.accuracy" in expected:
+        if word.get("accuracy") is not None and f"word.{i}.accuracy" in expected:
             rows["word"].append((word["accuracy"], expected[f"word.{i}.accuracy"]))
-        for j, label in enumerate(word.get("phones-accuracy", [])):
-            if f"phone.{i}.{j}.accuracy" in expected:
+        for j, label in enumerate(word.get("phones-accuracy") or []):
+            if label is not None and f"phone.{i}.{j}.accuracy" in expected:
                 rows["phone"].append((label * 5, expected[f"phone.{i}.{j}.accuracy"]))  # phones 0-2 -> 0-10
     return rows
 
@@ -61,16 +62,21 @@ def _level_rows(prediction: dict, words: list[dict]) -> dict:
 def localisation(predictions: Path, corpus: Path) -> dict:
     """How much of the word / phone PCC needs hearing WHERE an error is, on the held-out split.
 
-    ``*_ceiling``: the PCC of a predictor that knows each utterance's true mean word (phone) score
-    exactly and gives it to every word (phone) of the utterance: the most a model that hears only HOW
-    MANY errors an utterance has can reach. ``*_within``: the model's PCC after subtracting each
-    utterance's mean from labels and predictions: ~0 when it does not tell one word (phone) of a
-    reading from another. Reads the synthetic corpus' ``resource/scores.json``."""
+    ``*_ceiling``: the PCC of a predictor that knows the true mean score of each reading's words
+    (phones) and gives it to every one of them: the most a model that hears only HOW MUCH of a
+    reading is wrong can reach. ``*_within``: the model's PCC after subtracting each reading's mean
+    from labels and predictions; near 0 when it does not tell one word (phone) of a reading from
+    another. Both over the same items: readings with at least 2 scored words (phones); the last line
+    per id counts, as in the evaluation. Reads the synthetic corpus' ``resource/scores.json``."""
     scores = json.loads((corpus / "resource" / "scores.json").read_text())
-    pooled = {lv: {"label": [], "ceiling": [], "dlabel": [], "dpred": []} for lv in ("word", "phone")}
+    latest = {}
     for line in predictions.read_text().splitlines():
-        pred = json.loads(line)
-        for level, pairs in _level_rows(pred, scores.get(pred["id"], {}).get("words", [])).items():
+        if line.strip():
+            pred = json.loads(line)
+            latest[pred["id"]] = pred
+    pooled = {lv: {"label": [], "ceiling": [], "dlabel": [], "dpred": []} for lv in ("word", "phone")}
+    for uid, pred in latest.items():
+        for level, pairs in _level_rows(pred, scores.get(uid, {}).get("words", [])).items():
             if len(pairs) < 2:
                 continue
             labels, values = zip(*pairs)

@@ -70,3 +70,29 @@ def test_localisation_separates_hearing_where_from_hearing_how_much(tmp_path):
     inverted = bench_learning.localisation(*_write_localisation_case(tmp_path, lambda a: 10.0 - a))
     assert inverted["word_within"] == -1.0
     assert bench_learning.localisation(*_write_localisation_case(tmp_path, lambda a: 7.0))["word_within"] is None
+
+
+def test_localisation_skips_short_readings_and_unscored_items_and_keeps_the_last_line(tmp_path):
+    scores = {"u1": {"words": [{"accuracy": 10, "phones-accuracy": [2.0]}, {"accuracy": 4, "phones-accuracy": [0.8]}]},
+              "u2": {"words": [{"accuracy": 8, "phones-accuracy": [1.6]}, {"accuracy": 2, "phones-accuracy": [0.4]}]},
+              "u3": {"words": [{"accuracy": 6, "phones-accuracy": [1.2]}, {"accuracy": None, "phones-accuracy": [2.0]}]},
+              "u4": {"words": [{"accuracy": 9, "phones-accuracy": [1.8]}, {"accuracy": 3, "phones-accuracy": [0.6]}]}}
+    corpus = tmp_path / "corpus"
+    (corpus / "resource").mkdir(parents=True)
+    (corpus / "resource" / "scores.json").write_text(json.dumps(scores))
+
+    def line(uid, words):
+        expected = {f"word.{i}.accuracy": v for i, v in enumerate(words)}
+        expected.update({f"phone.{i}.0.accuracy": v for i, v in enumerate(words)})
+        return json.dumps({"id": uid, "expected": expected})
+
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("\n".join([
+        line("u1", [0.0, 10.0]),  # superseded by the next line for u1
+        line("u1", [10.0, 4.0]), line("u2", [8.0, 2.0]),
+        line("u3", [6.0, 1.0]),   # one scored word: left out of the word columns, kept for phones
+        json.dumps({"id": "u4", "expected": {"word.0.accuracy": 9.0}}),  # one predicted word: left out
+    ]) + "\n")
+    r = bench_learning.localisation(preds, corpus)
+    assert r["word_within"] == 1.0  # u1 and u2 only, from u1's last line
+    assert r["phone_within"] == pytest.approx(0.5628, abs=1e-3)  # u3's phones (6 and 10 vs 6 and 1) count
