@@ -37,12 +37,12 @@ COLUMNS = ("seed", "sent_exp", "sent_argmax", "word", "phone", "silenced", "cons
            *LOCALISATION)
 
 
-def _pcc(a: list[float], b: list[float]) -> float | None:
-    import numpy as np
+def _pcc(labels: list[float], predictions: list[float]) -> float | None:
+    """The evaluation's PCC (None when undefined), rounded as the table prints it."""
+    from lmm_apa.evaluate.metrics import pcc
 
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return None
-    return round(float(np.corrcoef(a, b)[0, 1]), 3)
+    value = pcc(predictions, labels)
+    return None if value is None else round(value, 3)
 
 
 def _level_rows(prediction: dict, words: list[dict]) -> dict:
@@ -88,8 +88,8 @@ def localisation(predictions: Path, corpus: Path) -> dict:
             p["dpred"] += [x - mean_value for x in values]
     out = {}
     for level, p in pooled.items():
-        out[f"{level}_ceiling"] = _pcc(p["label"], p["ceiling"]) if p["label"] else None
-        out[f"{level}_within"] = _pcc(p["dlabel"], p["dpred"]) if p["label"] else None
+        out[f"{level}_ceiling"] = _pcc(p["label"], p["ceiling"])
+        out[f"{level}_within"] = _pcc(p["dlabel"], p["dpred"])
     return out
 
 
