@@ -1,7 +1,7 @@
 """Fixtures for the synth area and the learning proofs (see conftest.py).
 
-The synthetic corpora are written once per session and shared by the synth tests, the learning
-proofs and the demo test. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo``, ``full``,
+The default synthetic corpus is written once per session and shared by the synth tests and the
+demo test; the learning proofs share the demo's corpus. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo``, ``full``,
 ``phi4-apa``) trains ONCE per session through ``run_demo`` itself -- the demo's own code: training
 (``train_from_config``), template-constrained + expected-score decoding of the held-out split
 (``predict_corpus``), metrics (``evaluate_predictions``) and the audio control (the same trained
@@ -12,8 +12,9 @@ session's first test while the tests that read them run last: the tiny models' m
 small for two threads to help much, so single-thread runs side by side finish far sooner than the
 same runs one after the other, and the rest of the suite runs while they train (the suite's time
 goal). Only the recipes the selected tests need are run (``recipes_needed_by`` over the session's
-final test list). The seed sweep of the same recipes is ``benchmarks/bench_learning.py``; the suite
-runs one seed.
+final test list). Their shared corpus is written by a process of its own, so the test process goes
+straight on and the runs import and warm up meanwhile. The seed sweep of the same recipes is
+``benchmarks/bench_learning.py``; the suite runs one seed.
 """
 
 from __future__ import annotations
@@ -33,16 +34,44 @@ RECIPE_FIXTURES = {"demo_learning": "demo", "full_learning": "full", "phi4_learn
 
 # One recipe run in its own process: niced first, so it takes the CPU the test process leaves idle
 # (timing-sensitive tests, e.g. the service's deadlines, keep their margins while the recipes train).
+# It imports what training needs and warms the lexicon and the tiny tokenizer's training text while
+# the corpus writer (below) is still at work, then waits for the corpus' ``ready`` marker.
 _WORKER = """
 import os
 if hasattr(os, "nice"):
     os.nice(10)
-import json, sys, torch
+import json, sys, time, torch
+from pathlib import Path
 torch.set_num_threads(1)
 from lmm_apa.demo import run_demo
-recipe, out, corpus, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import lmm_apa.train.run, lmm_apa.infer.predict, lmm_apa.models.tiny, lmm_apa.data.synth
+from lmm_apa.models.tiny_tokenizer import training_corpus
+lmm_apa.data.synth.lexicon(), training_corpus()
+recipe, out, corpus, seed, ready = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
+failed = ready.with_name("failed")
+while not ready.exists():
+    if failed.exists():
+        sys.exit("the learning corpus was not written: " + failed.read_text())
+    time.sleep(0.2)
 result = run_demo(out, seed=seed, corpus=corpus, recipe=recipe)
 print("RESULT " + json.dumps(result))
+"""
+
+# The recipes' shared corpus, written in its own process (niced, like the runs) so that the test
+# process goes straight on to the other tests; ``ready`` (or ``failed``, with the error) marks the end.
+_CORPUS_WRITER = """
+import os, sys, traceback
+from pathlib import Path
+if hasattr(os, "nice"):
+    os.nice(10)
+out, n, seed, test_fraction, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), Path(sys.argv[5])
+try:
+    from lmm_apa.data.synth import write_synthetic_corpus
+    write_synthetic_corpus(out, n_utterances=n, seed=seed, test_fraction=test_fraction)
+except BaseException:
+    ready.with_name("failed").write_text(traceback.format_exc())
+    raise
+ready.write_text("ok")
 """
 
 
@@ -60,17 +89,6 @@ def synth_corpus(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def learning_corpus(tmp_path_factory) -> Path:
-    """The demo's corpus (``DEMO_UTTERANCES`` readings, seed ``LEARN_SEED``), shared by every recipe."""
-    from lmm_apa.data.synth import write_synthetic_corpus
-    from lmm_apa.demo import DEMO_UTTERANCES, TEST_FRACTION
-
-    out = tmp_path_factory.mktemp("learn") / "corpus"
-    write_synthetic_corpus(out, n_utterances=DEMO_UTTERANCES, seed=LEARN_SEED, test_fraction=TEST_FRACTION)
-    return out
-
-
 def recipes_needed_by(item) -> set[str]:
     """The learning recipes a collected test reads (through its fixtures)."""
     names = getattr(item, "fixturenames", ())
@@ -85,15 +103,18 @@ def session_recipes(session) -> set[str]:
 class LearningRuns:
     """The session's recipe runs: started together, each awaited when a test first needs it."""
 
-    def __init__(self, root: Path, corpus: Path, recipes: set[str]):
+    def __init__(self, root: Path, recipes: set[str]):
+        from lmm_apa.demo import DEMO_UTTERANCES, TEST_FRACTION
+
         self.procs = {}
+        self.corpus, ready = root / "corpus", root / "corpus-markers" / "ready"
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = self._start("corpus", _CORPUS_WRITER, [self.corpus, DEMO_UTTERANCES, LEARN_SEED, TEST_FRACTION, ready],
+                                  root)
         for recipe in sorted(recipes):
             out = root / recipe
             out.mkdir(parents=True, exist_ok=True)
-            log = open(out.parent / f"{recipe}.log", "w")  # stdout and stderr to a file: a pipe could fill
-            proc = subprocess.Popen([sys.executable, "-c", _WORKER, recipe, str(out), str(corpus), str(LEARN_SEED)],
-                                    stdout=log, stderr=subprocess.STDOUT, text=True)
-            self.procs[recipe] = (proc, log)
+            self.procs[recipe] = self._start(recipe, _WORKER, [recipe, out, self.corpus, LEARN_SEED, ready], root)
         self.results: dict[str, dict] = {}
 
     def get(self, recipe: str) -> dict:
@@ -111,8 +132,16 @@ class LearningRuns:
             self.results[recipe] = result
         return self.results[recipe]
 
+    @staticmethod
+    def _start(name: str, script: str, args: list, root: Path):
+        """One process running ``script``; its stdout and stderr go to ``root/name.log`` (a pipe could fill)."""
+        log = open(root / f"{name}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        return proc, log
+
     def stop(self) -> None:
-        for proc, log in self.procs.values():
+        for proc, log in [self.writer, *self.procs.values()]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -120,9 +149,10 @@ class LearningRuns:
 
 
 @pytest.fixture(scope="session")
-def learning_runs(request, tmp_path_factory, learning_corpus):
-    """The runs of the recipes the session's selected tests read (``session_recipes``)."""
-    runs = LearningRuns(tmp_path_factory.mktemp("learning"), learning_corpus, session_recipes(request.session))
+def learning_runs(request, tmp_path_factory):
+    """The runs of the recipes the session's selected tests read (``session_recipes``), on the demo's
+    corpus (``DEMO_UTTERANCES`` readings, seed ``LEARN_SEED``), which all of them share."""
+    runs = LearningRuns(tmp_path_factory.mktemp("learning"), session_recipes(request.session))
     yield runs
     runs.stop()
 
