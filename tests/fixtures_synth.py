@@ -120,7 +120,7 @@ class LearningRuns:
     def get(self, recipe: str) -> dict:
         if recipe not in self.results:
             proc, log = self.procs[recipe]
-            proc.wait()
+            self._wait(proc)
             log.close()
             text = Path(log.name).read_text()
             lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
@@ -131,6 +131,17 @@ class LearningRuns:
             result["metrics_json"] = json.loads(Path(result["metrics"]).read_text())
             self.results[recipe] = result
         return self.results[recipe]
+
+    def _wait(self, proc) -> None:
+        """Wait for one run. A corpus writer that died without leaving its ``failed`` marker (killed,
+        say) would leave the runs polling for ever: then they are stopped and its log is shown."""
+        writer, writer_log = self.writer
+        while proc.poll() is None:
+            if writer.poll() not in (None, 0):
+                self.stop()
+                tail = Path(writer_log.name).read_text().splitlines()[-15:]
+                pytest.fail(f"the learning recipes' corpus writer failed (exit {writer.returncode}):\n" + "\n".join(tail))
+            time.sleep(0.5)
 
     @staticmethod
     def _start(name: str, script: str, args: list, root: Path):
