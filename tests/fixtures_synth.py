@@ -1,7 +1,7 @@
 """Fixtures for the synth area and the learning proofs (see conftest.py).
 
-The default synthetic corpus is written once per session and shared by the synth tests and the
-demo test; the learning proofs share the demo's corpus. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo``, ``full``,
+The default synthetic corpus is written once per session for the synth tests; the learning proofs
+share the demo's corpus, written once per session too. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo``, ``full``,
 ``phi4-apa``) trains ONCE per session through ``run_demo`` itself -- the demo's own code: training
 (``train_from_config``), template-constrained + expected-score decoding of the held-out split
 (``predict_corpus``), metrics (``evaluate_predictions``) and the audio control (the same trained
@@ -35,7 +35,8 @@ RECIPE_FIXTURES = {"demo_learning": "demo", "full_learning": "full", "phi4_learn
 # One recipe run in its own process: niced first, so it takes the CPU the test process leaves idle
 # (timing-sensitive tests, e.g. the service's deadlines, keep their margins while the recipes train).
 # It imports what training needs and warms the lexicon and the tiny tokenizer's training text while
-# the corpus writer (below) is still at work, then waits for the corpus' ``ready`` marker.
+# the corpus writer (below) is still at work, then waits for the corpus' ``ready`` marker; it gives up
+# on a ``failed`` marker, or when the test process that started it is gone (killed, say).
 _WORKER = """
 import os
 if hasattr(os, "nice"):
@@ -43,15 +44,18 @@ if hasattr(os, "nice"):
 import json, sys, time, torch
 from pathlib import Path
 torch.set_num_threads(1)
+recipe, out, corpus, seed, ready = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
+parent = os.getppid()
 from lmm_apa.demo import run_demo
 import lmm_apa.train.run, lmm_apa.infer.predict, lmm_apa.models.tiny, lmm_apa.data.synth
 from lmm_apa.models.tiny_tokenizer import training_corpus
-lmm_apa.data.synth.lexicon(), training_corpus()
-recipe, out, corpus, seed, ready = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
+lmm_apa.data.synth.lexicon(), training_corpus(seed=seed)  # the tiny model's tokenizer is trained with the run's seed
 failed = ready.with_name("failed")
 while not ready.exists():
     if failed.exists():
         sys.exit("the learning corpus was not written: " + failed.read_text())
+    if os.getppid() != parent:
+        sys.exit("the test process that started this run is gone")
     time.sleep(0.2)
 result = run_demo(out, seed=seed, corpus=corpus, recipe=recipe)
 print("RESULT " + json.dumps(result))
@@ -59,19 +63,26 @@ print("RESULT " + json.dumps(result))
 
 # The recipes' shared corpus, written in its own process (niced, like the runs) so that the test
 # process goes straight on to the other tests; ``ready`` (or ``failed``, with the error) marks the end.
+# Each marker is written under another name and then renamed, so a reader never sees half of one.
 _CORPUS_WRITER = """
 import os, sys, traceback
 from pathlib import Path
 if hasattr(os, "nice"):
     os.nice(10)
 out, n, seed, test_fraction, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), Path(sys.argv[5])
+
+def mark(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
 try:
     from lmm_apa.data.synth import write_synthetic_corpus
     write_synthetic_corpus(out, n_utterances=n, seed=seed, test_fraction=test_fraction)
+    mark(ready, "ok")
 except BaseException:
-    ready.with_name("failed").write_text(traceback.format_exc())
+    mark(ready.with_name("failed"), traceback.format_exc())
     raise
-ready.write_text("ok")
 """
 
 
@@ -106,16 +117,22 @@ class LearningRuns:
     def __init__(self, root: Path, recipes: set[str]):
         from lmm_apa.demo import DEMO_UTTERANCES, TEST_FRACTION
 
-        self.procs = {}
-        self.corpus, ready = root / "corpus", root / "corpus-markers" / "ready"
-        ready.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = self._start("corpus", _CORPUS_WRITER, [self.corpus, DEMO_UTTERANCES, LEARN_SEED, TEST_FRACTION, ready],
-                                  root)
-        for recipe in sorted(recipes):
-            out = root / recipe
-            out.mkdir(parents=True, exist_ok=True)
-            self.procs[recipe] = self._start(recipe, _WORKER, [recipe, out, self.corpus, LEARN_SEED, ready], root)
+        self.procs: dict = {}
+        self.writer = None
+        self.writer_failure: str | None = None
         self.results: dict[str, dict] = {}
+        self.corpus, self.ready = root / "corpus", root / "corpus-markers" / "ready"
+        self.ready.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.writer = self._start("corpus", _CORPUS_WRITER,
+                                      [self.corpus, DEMO_UTTERANCES, LEARN_SEED, TEST_FRACTION, self.ready], root)
+            for recipe in sorted(recipes):
+                out = root / recipe
+                out.mkdir(parents=True, exist_ok=True)
+                self.procs[recipe] = self._start(recipe, _WORKER, [recipe, out, self.corpus, LEARN_SEED, self.ready], root)
+        except BaseException:
+            self.stop()  # no run is left training for a session that could not start them all
+            raise
 
     def get(self, recipe: str) -> dict:
         if recipe not in self.results:
@@ -133,26 +150,35 @@ class LearningRuns:
         return self.results[recipe]
 
     def _wait(self, proc) -> None:
-        """Wait for one run. A corpus writer that died without leaving its ``failed`` marker (killed,
-        say) would leave the runs polling for ever: then they are stopped and its log is shown."""
+        """Wait for one run. A corpus writer that died without leaving a marker (killed, say) would
+        leave the runs polling for ever: then they are all stopped, and this and every later ``get``
+        fails with the writer's log (the cause, not the runs' exit)."""
         writer, writer_log = self.writer
-        while proc.poll() is None:
-            if writer.poll() not in (None, 0):
-                self.stop()
+        while self.writer_failure is None and proc.poll() is None:
+            if writer.poll() not in (None, 0) and not self.ready.exists():
                 tail = Path(writer_log.name).read_text().splitlines()[-15:]
-                pytest.fail(f"the learning recipes' corpus writer failed (exit {writer.returncode}):\n" + "\n".join(tail))
-            time.sleep(0.5)
+                self.writer_failure = (f"the learning recipes' corpus writer failed (exit {writer.returncode}):\n"
+                                       + "\n".join(tail))
+                self.stop()
+            else:
+                time.sleep(0.5)
+        if self.writer_failure is not None:
+            pytest.fail(self.writer_failure)
 
     @staticmethod
     def _start(name: str, script: str, args: list, root: Path):
         """One process running ``script``; its stdout and stderr go to ``root/name.log`` (a pipe could fill)."""
         log = open(root / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                                    stdout=log, stderr=subprocess.STDOUT, text=True)
+        except BaseException:
+            log.close()
+            raise
         return proc, log
 
     def stop(self) -> None:
-        for proc, log in [self.writer, *self.procs.values()]:
+        for proc, log in [*([self.writer] if self.writer else []), *self.procs.values()]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()

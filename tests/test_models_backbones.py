@@ -13,13 +13,14 @@ SO762_MINI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "s
 
 
 def real_audios(n=2):
-    """Real SO762 recordings when the sample is present (real lengths), else noise of similar lengths,
-    each under 4 s: the real-vocabulary Qwen2-Audio model's encoder window (test_models_real_vocab)."""
+    """Real SO762 recordings when the sample is present (real lengths), else noise of similar lengths;
+    each cut to at most 3.9 s, under the real-vocabulary Qwen2-Audio model's 4 s encoder window
+    (test_models_real_vocab). The sample's first two recordings last 3.05 and 3.84 s: nothing is cut."""
     import soundfile as sf
 
     wavs = sorted(SO762_MINI.glob("WAVE/*/*.WAV"))[:n]
     if len(wavs) == n:
-        return [sf.read(w, dtype="float32")[0] for w in wavs]
+        return [sf.read(w, dtype="float32")[0][: int(3.9 * 16000)] for w in wavs]
     rng = np.random.default_rng(0)
     return [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in (2.7, 3.7)][:n]
 

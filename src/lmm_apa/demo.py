@@ -51,12 +51,13 @@ class Recipe:
 RECIPES = {
     "demo": Recipe("demo", "qwen2-audio"),
     # Wang et al. 2025's comprehensive task: ~150-token answers need more passes than one score.
-    # 6 epochs at lr 2e-3 (600 steps) instead of 8 at 1e-3 (800): the same figures for 3/4 of the CPU
-    # (2026-12-02, benchmarks/RESULTS.md). Seeds 0-4: sentence 0.929 / 0.887 / 0.877 / 0.906 / 0.890,
+    # 6 epochs at lr 2e-3 (600 steps) instead of 8 at 1e-3 (800): on seeds 0-2 sentence 0.01-0.02
+    # lower, word and phone the same or better on average, for 3/4 of the CPU (2026-12-02,
+    # benchmarks/RESULTS.md). Seeds 0-4: sentence 0.929 / 0.887 / 0.877 / 0.906 / 0.890,
     # word 0.764 / 0.681 / 0.608 / 0.772 / 0.693, phone 0.562 / 0.550 / 0.427 / 0.600 / 0.445 (8 epochs
     # at 1e-3, seeds 0-2: sentence 0.936 / 0.893 / 0.896, word 0.746 / 0.691 / 0.597, phone 0.524 /
-    # 0.527 / 0.441). Not lower: 5 epochs at 2e-3, or at 3e-3, lost the sentence score on seed 0
-    # (0.536, 0.605). The goals are the floors this recipe clears on the suite's seed, short of the 0.6
+    # 0.527 / 0.441). Not shorter: 5 epochs at 2e-3, or at 3e-3, lost the sentence score on seed 0
+    # (0.536, 0.605; tried on that seed only). The goals are the floors this recipe clears on the suite's seed, short of the 0.6
     # phone PCC it is meant to reach: the tiny model hears how much of a reading is wrong, not where
     # (its PCC within readings is -0.07 to 0.08), so it scores a reading's phones alike, and giving
     # each phone its reading's true mean would reach only 0.623 / 0.617 / 0.496 / 0.664 / 0.597 on

