@@ -1,8 +1,8 @@
 """Fixtures for the synth area and the learning proofs (see conftest.py).
 
 The default synthetic corpus is written once per session for the synth tests; the learning proofs
-share the demo's corpus, written once per session too. Each learning recipe (``lmm_apa.demo.RECIPES``: ``demo``, ``full``,
-``phi4-apa``) trains ONCE per session through ``run_demo`` itself -- the demo's own code: training
+share the demo's corpus, written once per session too. Each learning recipe
+(``lmm_apa.demo.RECIPES``: ``demo``, ``full``, ``phi4-apa``) trains ONCE per session through ``run_demo`` itself -- the demo's own code: training
 (``train_from_config``), template-constrained + expected-score decoding of the held-out split
 (``predict_corpus``), metrics (``evaluate_predictions``) and the audio control (the same trained
 model on its held-out readings with the audio silenced) -- however many tests read its results.

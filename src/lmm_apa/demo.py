@@ -57,12 +57,13 @@ RECIPES = {
     # word 0.764 / 0.681 / 0.608 / 0.772 / 0.693, phone 0.562 / 0.550 / 0.427 / 0.600 / 0.445 (8 epochs
     # at 1e-3, seeds 0-2: sentence 0.936 / 0.893 / 0.896, word 0.746 / 0.691 / 0.597, phone 0.524 /
     # 0.527 / 0.441). Not shorter: 5 epochs at 2e-3, or at 3e-3, lost the sentence score on seed 0
-    # (0.536, 0.605; tried on that seed only). The goals are the floors this recipe clears on the suite's seed, short of the 0.6
-    # phone PCC it is meant to reach: the tiny model hears how much of a reading is wrong, not where
-    # (its PCC within readings is -0.07 to 0.08), so it scores a reading's phones alike, and giving
-    # each phone its reading's true mean would reach only 0.623 / 0.617 / 0.496 / 0.664 / 0.597 on
-    # seeds 0-4 (bench_learning's localisation columns): without localising, the goal needs an almost
-    # exact reading-level score on most seeds and is out of reach on seeds 2 and 4.
+    # (0.536, 0.605; tried on that seed only). The goals are the floors this recipe clears on the
+    # suite's seed, short of the 0.6 phone PCC it is meant to reach: the tiny model hears how much of
+    # a reading is wrong, not where (its PCC within readings is -0.07 to 0.08), so it scores a
+    # reading's phones alike, and giving each phone its reading's true mean would reach only 0.623 /
+    # 0.617 / 0.496 / 0.664 / 0.597 on seeds 0-4 (bench_learning's localisation columns): without
+    # localising, the goal needs an almost exact reading-level score on most seeds and is out of
+    # reach on seeds 2 and 4.
     "full": Recipe("full", "qwen2-audio", ("tasks=[full]", "epochs=6", "lr=2e-3"),
                    {"sentence": 0.8, "word": 0.65, "phone": 0.5}),
     # Ahn & Nam 2025's apa task: every aspect in the answer and a rubric prompt ~5x the sentence

@@ -98,8 +98,8 @@ def without_right_padding_mask(inputs: dict) -> dict:
     mask; padded positions carry no label. Without a mask the attention runs as plainly causal
     (``is_causal``), which lets the fused kernels skip the upper triangle and the model skip building
     a 4-D mask. Measured on the tiny models on CPU (``benchmarks/bench_train_head.py``, whole short
-    runs, loading included): 1.18x faster on the ``full`` task, 1.07x on Phi-4 ``apa``, the same loss. A left-padded or holed
-    mask is kept as it is. (Qwen2-Audio reads the mask in one more place: its legacy merge of a single
+    runs, loading included): 1.18x faster on the ``full`` task, 1.07x on Phi-4 ``apa``, the same
+    loss. A left-padded or holed mask is kept as it is. (Qwen2-Audio reads the mask in one more place: its legacy merge of a single
     audio placeholder with the audio features, which our batches never take: ``build_batch`` expands
     the placeholder to one token per audio frame, at least 2 for the shortest clip a backbone takes.)"""
     mask = inputs.get("attention_mask")
