@@ -62,6 +62,21 @@ def test_tiny_models_load_with_transformers_own_classes(tiny_qwen2_audio, tiny_p
         assert len(AutoTokenizer.from_pretrained(path)) <= model.get_input_embeddings().num_embeddings
 
 
+def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenizer(tiny_qwen2_audio):
+    """load_backbone builds the processor without transformers' second tokenizer load: the same
+    processor AutoProcessor gives (feature extractor, chat template, audio tokens), holding the very
+    tokenizer the backbone uses."""
+    from transformers import AutoProcessor
+
+    b = load_backbone(tiny_qwen2_audio)
+    reference = AutoProcessor.from_pretrained(tiny_qwen2_audio)
+    assert type(b.processor) is type(reference)
+    assert b.processor.tokenizer is b.tokenizer
+    assert b.processor.to_dict() == reference.to_dict()
+    assert b.processor.chat_template == reference.chat_template
+    assert b.processor.feature_extractor.to_dict() == reference.feature_extractor.to_dict()
+
+
 def test_arch_is_inferred_from_the_saved_config(tiny_qwen2_audio, tiny_phi4_mm, tmp_path):
     assert resolve_arch(tiny_qwen2_audio) == "qwen2-audio"
     assert resolve_arch(tiny_phi4_mm) == "phi4-mm"

@@ -131,11 +131,26 @@ class Qwen2AudioBackbone(Backbone):
 
 
 def load(source: str, model_kwargs: dict) -> Qwen2AudioBackbone:
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+    from transformers import Qwen2AudioForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(source, tokenizer=load_tokenizer(source))
+    processor = load_processor(source, load_tokenizer(source))
     model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **model_kwargs)
     return wrap(model, processor, str(source))
+
+
+def load_processor(source: str, tokenizer):
+    """The checkpoint's ``Qwen2AudioProcessor`` (feature extractor, chat template, audio tokens) around
+    ``tokenizer``.
+
+    Why not ``AutoProcessor.from_pretrained(source, tokenizer=tokenizer)``: transformers 5 loads the
+    checkpoint's tokenizer there anyway and then drops it, ~4 s for the real 151k vocabulary on a CPU.
+    Built here from the same parts (its processor config, its feature extractor) without that load."""
+    from transformers import AutoFeatureExtractor, Qwen2AudioProcessor
+
+    processor_dict, kwargs = Qwen2AudioProcessor.get_processor_dict(str(source))
+    parts = {"feature_extractor": AutoFeatureExtractor.from_pretrained(str(source)), "tokenizer": tokenizer}
+    args = [parts[name] for name in Qwen2AudioProcessor.get_attributes()]
+    return Qwen2AudioProcessor.from_args_and_dict(args, processor_dict, **kwargs)
 
 
 def wrap(model, processor, source: str) -> Qwen2AudioBackbone:
