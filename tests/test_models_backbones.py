@@ -62,14 +62,27 @@ def test_tiny_models_load_with_transformers_own_classes(tiny_qwen2_audio, tiny_p
         assert len(AutoTokenizer.from_pretrained(path)) <= model.get_input_embeddings().num_embeddings
 
 
-def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenizer(tiny_qwen2_audio):
+@pytest.mark.parametrize("layout", ["processor_config", "preprocessor_config"])
+def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenizer(layout, tiny_qwen2_audio, tmp_path):
     """load_backbone builds the processor without transformers' second tokenizer load: the same
     processor AutoProcessor gives (feature extractor, chat template, audio tokens), holding the very
-    tokenizer the backbone uses."""
+    tokenizer the backbone uses. Both layouts: transformers 5's (the feature extractor inside
+    ``processor_config.json``, as the tiny models are saved) and the hub checkpoint's older one (a
+    separate ``preprocessor_config.json``, no processor config)."""
+    import shutil
+
     from transformers import AutoProcessor
 
-    b = load_backbone(tiny_qwen2_audio)
-    reference = AutoProcessor.from_pretrained(tiny_qwen2_audio)
+    path = tmp_path / layout
+    shutil.copytree(tiny_qwen2_audio, path)
+    template = path / "chat_template.jinja"  # a checkpoint's own template, not one a default could match
+    template.write_text(template.read_text() + "{# this checkpoint's own template #}")
+    if layout == "preprocessor_config":
+        AutoProcessor.from_pretrained(path).feature_extractor.save_pretrained(path)
+        (path / "processor_config.json").unlink()
+    b = load_backbone(path)
+    reference = AutoProcessor.from_pretrained(path)
+    assert reference.chat_template.endswith("{# this checkpoint's own template #}")
     assert type(b.processor) is type(reference)
     assert b.processor.tokenizer is b.tokenizer
     assert b.processor.to_dict() == reference.to_dict()
