@@ -44,7 +44,7 @@ def test_demo_writes_report_and_metrics_and_says_it_did_not_learn(tmp_path):
     # 3 steps cannot learn: the demo must not present its number as a success
     assert result["learned"] is False and result["verdict"].startswith("DID NOT LEARN")
     assert "DID NOT LEARN" in report.split("**What these figures mean.**")[0]
-    assert "--seed" in result["verdict"]  # what to try
+    assert "--utterances 400 or more" in result["verdict"]  # what to try: 50 readings are too few to learn from
 
 
 def test_verdict_learned():
@@ -77,6 +77,58 @@ def test_verdict_undefined_pcc_and_missing_level_fail():
 def test_verdict_audio_control_that_keeps_its_correlation_fails():
     v = verdict(_metrics(0.9), _metrics(0.7), {"sentence": 0.8})
     assert not v["learned"] and "silenced" in v["line"] and "make test" in v["line"]
+
+
+@pytest.mark.parametrize("recipe, n_train, epochs", [
+    ("demo", 400, 10), ("demo", 320, 13), ("demo", 160, 25),  # 5 epochs x 100 steps = 500 steps kept
+    ("phi4-apa", 400, 16),  # batch 16: 8 epochs x 50 steps = 400 steps kept
+    ("demo", 800, None), ("demo", 1600, None),  # the tuned size or larger: the recipe as it is
+])
+def test_a_smaller_synthetic_corpus_keeps_the_recipes_number_of_steps(recipe, n_train, epochs):
+    from lmm_apa.demo import RECIPES, TINY_CONFIG, step_budget_sets
+
+    sets = ["model=m", "data.train=[{path: c, split: train}]", *RECIPES[recipe].overrides]
+    assert step_budget_sets(TINY_CONFIG, sets, n_train) == ([] if epochs is None else [f"epochs={epochs}"])
+
+
+def test_demo_on_a_small_corpus_trains_longer_unless_the_caller_says_otherwise(tmp_path, monkeypatch, capsys):
+    """run_demo adds the step budget's epochs for the corpus it writes, and says so; a caller's own
+    override wins; below MIN_LEARNING_UTTERANCES it warns first that the tiny model may not learn."""
+    import lmm_apa.demo
+
+    seen = []
+
+    def stop_at_training(config, sets, out, console):
+        seen.append(list(sets))
+        raise KeyboardInterrupt  # the test only needs what training would be given
+
+    monkeypatch.setattr(lmm_apa.demo, "_train", stop_at_training)
+    for overrides in ([], ["epochs=2"]):
+        with pytest.raises(KeyboardInterrupt):
+            lmm_apa.demo.run_demo(tmp_path / f"d{len(overrides)}", seed=0, utterances=100, overrides=overrides)
+    budget = [s for s in seen[0] if s.startswith("epochs=")]
+    assert budget == ["epochs=50"]  # 80 training readings, 10 steps an epoch: 50 epochs for the 500 steps
+    assert [s for s in seen[1] if s.startswith("epochs=")][-1] == "epochs=2"  # the caller's, last
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--utterances 100: below 400 the tiny model may not learn" in said
+    assert "schedule 50 epochs on 80 training readings" in said
+
+
+def test_verdict_on_a_small_synthetic_corpus_names_the_corpus_size_not_the_seed():
+    """Below MIN_LEARNING_UTTERANCES a miss is the corpus' size, whatever else went wrong: the advice
+    is a larger --utterances, not another seed or `make test` (which would wrongly suggest a broken
+    pipeline). At or above it, and on a corpus the demo did not write, the advice is as before."""
+    from lmm_apa.demo import MIN_LEARNING_UTTERANCES
+
+    small = MIN_LEARNING_UTTERANCES - 100
+    for silenced in (None, _metrics(0.45)):  # a miss, and a control that kept its correlation
+        line = verdict(_metrics(0.3), silenced, {"sentence": 0.8}, utterances=small)["line"]
+        assert line.startswith("DID NOT LEARN") and f"{small} synthetic readings are too few" in line
+        assert f"--utterances {MIN_LEARNING_UTTERANCES} or more" in line and "make test" not in line
+    for n in (MIN_LEARNING_UTTERANCES, None):
+        line = verdict(_metrics(0.3), None, {"sentence": 0.8}, utterances=n)["line"]
+        assert "--seed" in line and "too few" not in line
+    assert verdict(_metrics(0.9), None, {"sentence": 0.8}, utterances=small)["learned"]  # a learned run is not second-guessed
 
 
 @pytest.mark.parametrize("seed", [-1, SEED_MAX + 1, 10**30, 1.5, True])
