@@ -44,7 +44,7 @@ def test_demo_writes_report_and_metrics_and_says_it_did_not_learn(tmp_path):
     # 3 steps cannot learn: the demo must not present its number as a success
     assert result["learned"] is False and result["verdict"].startswith("DID NOT LEARN")
     assert "DID NOT LEARN" in report.split("**What these figures mean.**")[0]
-    assert "--utterances 400 or more" in result["verdict"]  # what to try: 50 readings are too few to learn from
+    assert "--seed" in result["verdict"]  # what to try (the caller cut training short: not put down to the corpus size)
 
 
 def test_verdict_learned():
@@ -96,22 +96,31 @@ def test_demo_on_a_small_corpus_trains_longer_unless_the_caller_says_otherwise(t
     override wins; below MIN_LEARNING_UTTERANCES it warns first that the tiny model may not learn."""
     import lmm_apa.demo
 
+    from types import SimpleNamespace
+
     seen = []
 
-    def stop_at_training(config, sets, out, console):
+    def record_training(config, sets, out, console):  # what training would be given; no training
         seen.append(list(sets))
-        raise KeyboardInterrupt  # the test only needs what training would be given
+        return SimpleNamespace(tasks=["sentence-accuracy"], method="full"), {"adapter": "none", "global_step": 0}
 
-    monkeypatch.setattr(lmm_apa.demo, "_train", stop_at_training)
-    for overrides in ([], ["epochs=2"]):
-        with pytest.raises(KeyboardInterrupt):
-            lmm_apa.demo.run_demo(tmp_path / f"d{len(overrides)}", seed=0, utterances=100, overrides=overrides)
-    budget = [s for s in seen[0] if s.startswith("epochs=")]
-    assert budget == ["epochs=50"]  # 80 training readings, 10 steps an epoch: 50 epochs for the 500 steps
-    assert [s for s in seen[1] if s.startswith("epochs=")][-1] == "epochs=2"  # the caller's, last
-    said = " ".join(capsys.readouterr().err.split())
-    assert "--utterances 100: below 400 the tiny model may not learn" in said
-    assert "schedule 50 epochs on 80 training readings" in said
+    monkeypatch.setattr(lmm_apa.demo, "_train", record_training)
+    monkeypatch.setattr(lmm_apa.demo, "_make_tiny_model", lambda out, seed, arch, console: str(out / "tiny-model"))
+    monkeypatch.setattr(lmm_apa.demo, "_assess", lambda *a: ({"written": 10}, _metrics(0.3)))  # a miss
+    monkeypatch.setattr(lmm_apa.demo, "_silence_control", lambda *a: None)
+    said, verdicts = [], []
+    for overrides in ([], ["epochs=2"], ["max_steps=7"]):
+        verdicts.append(lmm_apa.demo.run_demo(tmp_path / f"d{len(seen)}", seed=0, utterances=50, overrides=overrides)["verdict"])
+        said.append(" ".join(capsys.readouterr().err.split()))
+    epochs = [[s for s in sets if s.startswith("epochs=")] for sets in seen]
+    assert epochs[0] == ["epochs=100"]  # 40 training readings, 5 steps an epoch: 100 epochs for the 500 steps
+    assert "schedule 100 epochs on 40 training readings" in said[0]
+    assert epochs[1] == ["epochs=2"] and epochs[2] == []  # the caller chose the length: no budget added
+    assert "schedule" not in said[1] + said[2]
+    assert all("--utterances 50: below 400 the tiny model may not learn" in text for text in said)
+    # the miss is put down to the corpus size, unless the caller shortened training themselves
+    assert "--utterances 400 or more" in verdicts[0] and "--seed" not in verdicts[0]
+    assert all("--seed" in v and "too few" not in v for v in verdicts[1:])
 
 
 def test_verdict_on_a_small_synthetic_corpus_names_the_corpus_size_not_the_seed():

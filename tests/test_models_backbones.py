@@ -63,7 +63,8 @@ def test_tiny_models_load_with_transformers_own_classes(tiny_qwen2_audio, tiny_p
 
 
 @pytest.mark.parametrize("layout", ["processor_config", "preprocessor_config"])
-def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenizer(layout, tiny_qwen2_audio, tmp_path):
+def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenizer(layout, tiny_qwen2_audio, tmp_path,
+                                                                                  monkeypatch):
     """load_backbone builds the processor without transformers' second tokenizer load: the same
     processor AutoProcessor gives (feature extractor, chat template, audio tokens), holding the very
     tokenizer the backbone uses. Both layouts: transformers 5's (the feature extractor inside
@@ -80,11 +81,26 @@ def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenize
     if layout == "preprocessor_config":
         AutoProcessor.from_pretrained(path).feature_extractor.save_pretrained(path)
         (path / "processor_config.json").unlink()
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    from lmm_apa.models.backbones import qwen2_audio
+
+    loaded, tokenizer_loads = [], []
+    real_load_tokenizer, real_from_pretrained = qwen2_audio.load_tokenizer, PreTrainedTokenizerBase._from_pretrained.__func__
+
+    def counting_from_pretrained(cls, *args, **kwargs):
+        tokenizer_loads.append(cls.__name__)
+        return real_from_pretrained(cls, *args, **kwargs)
+
+    monkeypatch.setattr(qwen2_audio, "load_tokenizer", lambda source: loaded.append(real_load_tokenizer(source)) or loaded[-1])
+    monkeypatch.setattr(PreTrainedTokenizerBase, "_from_pretrained", classmethod(counting_from_pretrained))
     b = load_backbone(path)
+    assert len(tokenizer_loads) == 1, tokenizer_loads  # the checkpoint's tokenizer is read once
+    assert b.processor.tokenizer is loaded[0]
+    monkeypatch.undo()
     reference = AutoProcessor.from_pretrained(path)
     assert reference.chat_template.endswith("{# this checkpoint's own template #}")
     assert type(b.processor) is type(reference)
-    assert b.processor.tokenizer is b.tokenizer
     assert b.processor.to_dict() == reference.to_dict()
     assert b.processor.chat_template == reference.chat_template
     assert b.processor.feature_extractor.to_dict() == reference.feature_extractor.to_dict()

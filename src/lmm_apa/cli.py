@@ -241,7 +241,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="seeds the corpus, the tiny model and training (0 to 2**32 - 1)"),
     model: Optional[str] = typer.Option(None, "--model", help="a real backbone (GPU); default: the tiny Qwen2-Audio-architecture model"),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="a real labelled corpus instead of the synthetic one"),
-    utterances: Optional[int] = typer.Option(None, "--utterances", help="size of the synthetic corpus (default 1000: 800 train / 200 held-out; the tiny model learns from 400 up)"),
+    utterances: Optional[int] = typer.Option(None, "--utterances", help="size of the synthetic corpus (default 1000: 800 train / 200 held-out; below 400 the tiny model may not learn)"),
 ) -> None:
     """The main job: synthetic corpus -> fine-tune -> predict -> evaluate -> report; the last line says whether it learned."""
     from lmm_apa.demo import DEMO_UTTERANCES, run_demo
