@@ -94,9 +94,9 @@ def test_a_smaller_synthetic_corpus_keeps_the_recipes_number_of_steps(recipe, n_
 def test_demo_on_a_small_corpus_trains_longer_unless_the_caller_says_otherwise(tmp_path, monkeypatch, capsys):
     """run_demo adds the step budget's epochs for the corpus it writes, and says so; a caller's own
     override wins; below MIN_LEARNING_UTTERANCES it warns first that the tiny model may not learn."""
-    import lmm_apa.demo
-
     from types import SimpleNamespace
+
+    import lmm_apa.demo
 
     seen = []
 

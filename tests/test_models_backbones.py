@@ -73,6 +73,9 @@ def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenize
     import shutil
 
     from transformers import AutoProcessor
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    from lmm_apa.models.backbones import qwen2_audio
 
     path = tmp_path / layout
     shutil.copytree(tiny_qwen2_audio, path)
@@ -81,10 +84,6 @@ def test_qwen2_audio_processor_is_the_checkpoints_own_around_the_loaded_tokenize
     if layout == "preprocessor_config":
         AutoProcessor.from_pretrained(path).feature_extractor.save_pretrained(path)
         (path / "processor_config.json").unlink()
-    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-
-    from lmm_apa.models.backbones import qwen2_audio
-
     loaded, tokenizer_loads = [], []
     real_load_tokenizer, real_from_pretrained = qwen2_audio.load_tokenizer, PreTrainedTokenizerBase._from_pretrained.__func__
 

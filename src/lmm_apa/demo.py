@@ -248,12 +248,10 @@ def sets_schedule(sets: list[str]) -> bool:
 
 def _keep_step_budget(config: str, sets: list[str], overrides: list[str], utterances: int, test_fraction: float,
                       seed: int, console) -> list[str]:
-    """``step_budget_sets`` for the synthetic corpus the demo wrote, said on the console when it
-    applies; nothing when the caller's ``overrides`` choose the training length themselves."""
+    """``step_budget_sets`` for the synthetic corpus the demo wrote (with the caller's ``overrides``,
+    which do not choose the training length), said on the console when it applies."""
     from lmm_apa.data.synth import split_sizes
 
-    if sets_schedule(overrides):
-        return []
     n_train = split_sizes(utterances, test_fraction, seed)[0]
     extra = step_budget_sets(config, [*sets, *overrides], n_train)
     if extra:
@@ -367,9 +365,11 @@ def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = No
     model, config = (_make_tiny_model(out, seed, the_recipe.arch, console), TINY_CONFIG) if tiny else (model, REAL_CONFIG)
     sets = [f"model={model}", f"data.train=[{{path: '{corpus}', split: train}}]", f"output_dir={out / 'train'}",
             f"seed={seed}", "resume=false", *(the_recipe.overrides if tiny else ())]
-    if tiny and synthetic:
-        sets += _keep_step_budget(config, sets, overrides or [], utterances, test_fraction, seed, console)
-    sets += overrides or []  # the caller's last: they win
+    overrides = list(overrides or [])
+    step_budget = tiny and synthetic and not sets_schedule(overrides)  # a caller's own schedule stands
+    if step_budget:
+        sets += _keep_step_budget(config, sets, overrides, utterances, test_fraction, seed, console)
+    sets += overrides  # the caller's last: they win
     t = time.perf_counter()
     cfg, train = _train(config, sets, out, console)
     task = cfg.tasks[0]
@@ -386,7 +386,7 @@ def run_demo(out: str | Path = "demo-out", seed: int = 0, model: str | None = No
         timings["control_s"] = round(time.perf_counter() - t, 1)
     timings["wall_s"] = round(time.perf_counter() - t0, 1)
     judged = verdict(metrics, silenced, the_recipe.goals if tiny else {},  # a real corpus: no goal of ours
-                     utterances=utterances if synthetic and tiny and not sets_schedule(overrides or []) else None)
+                     utterances=utterances if step_budget else None)
     report = _write_report(out, metrics, silenced, judged, dict(
         what=WHAT_TINY.format(arch=the_recipe.arch) if tiny else WHAT_REAL, corpus=corpus,
         n_test=pred.get("written", metrics.get("n")), model=model, config=config, method=cfg.method,
