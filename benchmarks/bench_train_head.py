@@ -1,16 +1,18 @@
 """Training step time: what the trainer's forward skips, measured.
 
 The trainer (``lmm_apa.train.trainer.answer_logits``) (1) applies the LM head only where a loss reads
-it, the positions that predict an answer token, and (2) runs a right-padded batch without its
-attention mask (plain causal attention: a real token never sees the padding to its right). This
-script trains a tiny model on the synthetic corpus for the same steps three ways and prints wall
-time (model loading and the trainer's start included, the same for all three: the ratios understate
-the per-step gain) and training loss (neither change alters what is computed at a real position, so
-the losses agree to float rounding, ~1e-6):
+it, the positions that predict an answer token, (2) runs a right-padded batch without its attention
+mask (plain causal attention: a real token never sees the padding to its right), and (3) runs the
+language model's last decoder layer at those answer positions only, its keys and values everywhere
+(``lmm_apa.models.last_layer``). This script trains a tiny model on the synthetic corpus for the
+same steps four ways and prints wall time (model loading and the trainer's start included, the same
+for all: the ratios understate the per-step gain) and training loss (no change alters what is
+computed at an answer position, so the losses agree to float rounding, ~1e-6):
 
 - ``every position, mask``: a plain ``model(**batch)`` (what the trainer did first);
 - ``answer positions, mask``: the head on answer positions only, the padding mask kept;
-- ``answer positions, no mask``: what the trainer does now.
+- ``answer positions, no mask``: (1) + (2), every layer whole;
+- ``+ last layer trimmed``: (1) + (2) + (3), what the trainer does now.
 
     python benchmarks/bench_train_head.py [--steps 15] [--repeats 3] [--tasks full,sentence-accuracy]
         [--arch qwen2-audio] [--threads 2] [--set key=value ...]
@@ -38,8 +40,12 @@ def variants(trainer_module) -> dict:
         with trainer_module.logits_only_at(model, trainer_module.answer_positions(labels)):
             return model(**inputs, use_cache=False, **kwargs)
 
+    def answer_positions_whole_layers(model, inputs, labels, **kwargs):
+        with trainer_module.logits_only_at(model, trainer_module.answer_positions(labels)):
+            return model(**trainer_module.without_right_padding_mask(inputs), use_cache=False, **kwargs)
+
     return {"every position, mask": every_position, "answer positions, mask": answer_positions_with_mask,
-            "answer positions, no mask": now}
+            "answer positions, no mask": answer_positions_whole_layers, "+ last layer trimmed": now}
 
 
 def main() -> None:
@@ -84,9 +90,10 @@ def main() -> None:
     for (task, way), (seconds, loss) in best.items():
         print(f"{task:20} {way:28} {seconds:7.2f} {seconds / args.steps:7.3f} {loss:12.6f}")
     for task in args.tasks.split(","):
-        first, masked, plain = (best[task, way] for way in ways)
-        print(f"{task}: now {first[0] / plain[0]:.2f}x the first trainer's speed, {masked[0] / plain[0]:.2f}x "
-              f"the masked one's; losses {first[1]:.6f} / {masked[1]:.6f} / {plain[1]:.6f}")
+        first, masked, plain, now_ = (best[task, way] for way in ways)
+        print(f"{task}: now {first[0] / now_[0]:.2f}x the first trainer's speed, {masked[0] / now_[0]:.2f}x the masked "
+              f"one's, {plain[0] / now_[0]:.2f}x the whole-layer one's; losses {first[1]:.6f} / {masked[1]:.6f} / "
+              f"{plain[1]:.6f} / {now_[1]:.6f}")
 
 
 if __name__ == "__main__":
