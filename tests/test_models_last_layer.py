@@ -113,7 +113,18 @@ def test_gradient_checkpointing_gives_the_same_gradients(request):
                                                                  reduction="sum"))
     handle.remove()
     _assert_same(whole, trimmed)
-    assert {tuple(rows) for rows in seen} == {(3, int(answer_positions(labels).sum(1).max()))}  # recomputed trimmed
+    n = int(answer_positions(labels).sum(1).max())
+    assert [tuple(rows) for rows in seen] == [(3, n), (3, n)]  # run trimmed, and recomputed trimmed in the backward
+
+
+def test_asking_for_hidden_states_runs_every_layer_whole(request):
+    bb = _trainable("tiny_qwen2_audio", request)
+    batch, labels = _batch(bb)
+    seen, handle = _rows_seen_by_last_mlp(bb.model)
+    with torch.no_grad():
+        out = answer_logits(bb.model, batch, labels, output_hidden_states=True)
+    handle.remove()
+    assert [tuple(rows) for rows in seen] == [tuple(labels.shape)] and len(out.hidden_states) == 3
 
 
 def test_a_kv_cache_runs_the_whole_layer_and_the_forward_is_restored(request):

@@ -4,29 +4,36 @@ Why: in training, the losses read the logits of the answer positions only (``log
 applies the output head there alone). The last decoder layer's output feeds nothing but that head,
 so at every other position its query projection, attention, output projection and MLP are wasted
 work; only its keys and values are needed everywhere (the kept positions attend to them). Running
-the layer's queries and MLP at the kept positions gives the same answer-position hidden states, so
-the same loss and the same gradients (up to floating-point summation order), for less compute:
+the layer's attention, output projection and MLP at the kept positions (its fused or separate
+query projection still runs everywhere) gives the same answer-position hidden states, so the same
+loss and the same gradients (up to floating-point summation order; with dropout in LoRA or Phi-4's
+residual dropout, the same in distribution: other random draws), for less compute:
 
 - the tiny models of the suite and the demo (2 layers, ~500-750-position rows, ~6-170 answer
   tokens): about half the language model's attention and most of one layer's matrix products
   (``benchmarks/bench_train_head.py`` has the step times);
 - a real 7 B backbone (32 layers): at most 1/32 of the language model's compute, no more.
 
-Every other position of the layer's output is its input passed through unchanged: nothing reads it
-(the head is applied at the kept positions only), so its gradient is zero, as it was before.
+Every other position of the layer's output is its input passed through unchanged (position 0, where
+shorter rows park their padding slots, gets that position's own output): nothing reads those
+positions (the head is applied at the kept positions only), so their gradient is zero, as before.
 
 Written for the pre-norm decoder layer both backbones' language models use (transformers' Qwen2 and
 Phi-4-multimodal layers: ``input_layernorm`` -> ``self_attn`` -> residual -> ``post_attention_layernorm``
 -> ``mlp`` -> residual; Phi-4's residual dropouts honoured). The projections are the layer's own
 modules, so a peft LoRA on them is applied as usual; the rotary embedding is the model file's own
-``apply_rotary_pos_emb``. Anything else (a KV cache, sliding-window attention, attention dropout in
-training, an unknown layer) runs the layer's own forward unchanged.
+``apply_rotary_pos_emb``; gradient checkpointing recomputes the trimmed layer as it would the whole
+one. Anything else (a KV cache, sliding-window attention, attention dropout in training, a mask
+other than none or 4-D -- flash-attention's 2-D one, flex's block mask --, a layer placed by an
+accelerate device map, an unknown layer) runs the layer's own forward unchanged; ``answer_logits``
+does not trim when hidden states or attentions are asked for.
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +86,9 @@ def _attention_mask(index: torch.Tensor, attention_mask, t: int) -> torch.Tensor
     """``(batch, 1, slots, time)`` mask for the kept queries: the rows of the layer's own 4-D mask
     when it has one, else causal (a kept query at position p sees keys 0..p)."""
     if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4:
-        rows = index[:, None, :, None].expand(-1, attention_mask.shape[1], -1, attention_mask.shape[-1])
-        return attention_mask.gather(2, rows)
+        mask = attention_mask.expand(index.shape[0], -1, -1, -1)  # a (1, 1, T, T) mask serves every row
+        rows = index[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[-1])
+        return mask.gather(2, rows)
     keys = torch.arange(t, device=index.device)
     return (keys[None, None, None, :] <= index[:, None, :, None])
 
@@ -103,10 +111,12 @@ def _kept_forward(layer, hidden: torch.Tensor, index: torch.Tensor, attention_ma
     return hidden.scatter(1, index[:, :, None].expand(-1, -1, width), h)
 
 
-def _applies(layer, hidden, kwargs) -> bool:
+def _applies(layer, hidden, attention_mask, kwargs) -> bool:
     attn = layer.self_attn
     window = getattr(attn.config, "sliding_window", None)
-    return (kwargs.get("past_key_values") is None and kwargs.get("cache") is None
+    plain_mask = attention_mask is None or (isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4)
+    return (plain_mask and not hasattr(layer, "_hf_hook")  # an accelerate device map moves inputs in its hook
+            and kwargs.get("past_key_values") is None and kwargs.get("cache") is None
             and kwargs.get("position_embeddings") is not None
             and not (attn.training and getattr(attn, "attention_dropout", 0.0))
             and (window is None or window >= hidden.shape[1]))
@@ -128,10 +138,13 @@ def last_layer_only_at(model, mask: torch.Tensor):
     index = kept_index(mask)
 
     def forward(hidden_states, attention_mask=None, **kwargs):
-        if hidden_states.shape[:2] != mask.shape or not _applies(layer, hidden_states, kwargs):
+        if hidden_states.shape[:2] != mask.shape or not _applies(layer, hidden_states, attention_mask, kwargs):
             return original(hidden_states, attention_mask=attention_mask, **kwargs)
-        return _kept_forward(layer, hidden_states, index.to(hidden_states.device), attention_mask,
-                             kwargs["position_embeddings"])
+        kept = partial(_kept_forward, layer, index=index.to(hidden_states.device), attention_mask=attention_mask,
+                       position_embeddings=kwargs["position_embeddings"])
+        if getattr(layer, "gradient_checkpointing", False) and layer.training and torch.is_grad_enabled():
+            return layer._gradient_checkpointing_func(kept, hidden_states)  # as the class's forward would
+        return kept(hidden_states)
 
     layer.forward = forward
     try:

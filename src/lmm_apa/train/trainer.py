@@ -33,7 +33,7 @@ import shutil
 import signal
 import sys
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -118,7 +118,9 @@ def answer_logits(model, inputs: dict, labels: torch.Tensor, **kwargs):
     ``labels``. The last decoder layer runs there only too (``last_layer_only_at``: nothing else reads
     its output). A right-padded batch runs without its attention mask (``without_right_padding_mask``)."""
     keep = answer_positions(labels)
-    with logits_only_at(model, keep), last_layer_only_at(model, keep):
+    every_layer_read = kwargs.get("output_hidden_states") or kwargs.get("output_attentions")
+    trim = nullcontext() if every_layer_read else last_layer_only_at(model, keep)
+    with logits_only_at(model, keep), trim:
         return model(**without_right_padding_mask(inputs), use_cache=False, **kwargs)
 
 
