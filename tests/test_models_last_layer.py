@@ -64,15 +64,22 @@ def _rows_seen_by_last_mlp(model):
     return seen, handle
 
 
+def _trainer_run(model, batch, labels):
+    """(loss and gradients of the trainer's forward, the row shapes the last layer's MLP saw)."""
+    seen, handle = _rows_seen_by_last_mlp(model)
+    try:
+        return _loss_and_grads(model, lambda: answer_token_nll(answer_logits(model, batch, labels).logits, labels,
+                                                               reduction="sum")), seen
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("arch", ["tiny_qwen2_audio", "tiny_phi4_mm"])
 def test_trainer_loss_and_gradients_equal_the_whole_last_layer(arch, request):
     bb = _trainable(arch, request)
     batch, labels = _batch(bb)
     whole = _loss_and_grads(bb.model, lambda: _whole_layer(bb.model, batch, labels))
-    seen, handle = _rows_seen_by_last_mlp(bb.model)
-    trimmed = _loss_and_grads(bb.model, lambda: answer_token_nll(answer_logits(bb.model, batch, labels).logits, labels,
-                                                                 reduction="sum"))
-    handle.remove()
+    trimmed, seen = _trainer_run(bb.model, batch, labels)
     _assert_same(whole, trimmed)
     most_answers = int(answer_positions(labels).sum(1).max())
     assert [tuple(rows) for rows in seen] == [(3, most_answers)] and most_answers < labels.shape[1]  # the answer rows only
@@ -108,10 +115,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(request):
     whole = _loss_and_grads(bb.model, lambda: _whole_layer(bb.model, batch, labels))
     bb.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert decoder_layers(bb.model)[-1].gradient_checkpointing
-    seen, handle = _rows_seen_by_last_mlp(bb.model)
-    trimmed = _loss_and_grads(bb.model, lambda: answer_token_nll(answer_logits(bb.model, batch, labels).logits, labels,
-                                                                 reduction="sum"))
-    handle.remove()
+    trimmed, seen = _trainer_run(bb.model, batch, labels)
     _assert_same(whole, trimmed)
     n = int(answer_positions(labels).sum(1).max())
     assert [tuple(rows) for rows in seen] == [(3, n), (3, n)]  # run trimmed, and recomputed trimmed in the backward
