@@ -28,7 +28,7 @@ OLD_NAME = "past_key_values"
 PEFT_PROBE_MESSAGE = r"`is_gradient_checkpointing` is deprecated"
 
 
-def _transformers_model(model):
+def transformers_model(model):
     """The transformers model under peft (``get_base_model``) and DDP / accelerate (``.module``)
     wrappers: the class whose ``forward`` signature names the cache argument."""
     for _ in range(8):  # wrappers nest a few levels at most
@@ -51,7 +51,7 @@ def _declares_new_name(cls: type) -> bool:
 def cache_argument(model) -> str:
     """The keyword ``model``'s forward takes its KV cache under: ``"cache"`` (transformers >= 5.24)
     or ``"past_key_values"``."""
-    return NEW_NAME if _declares_new_name(type(_transformers_model(model))) else OLD_NAME
+    return NEW_NAME if _declares_new_name(type(transformers_model(model))) else OLD_NAME
 
 
 def cache_kwargs(model, cache) -> dict:

@@ -38,13 +38,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from lmm_apa.models.compat import transformers_model
+
 
 def decoder_layers(model):
     """The language model's decoder layers (a ``ModuleList``), through peft / DDP wrappers."""
-    while not hasattr(model, "get_decoder") and hasattr(model, "module"):
-        model = model.module
-    if hasattr(model, "get_base_model"):  # peft
-        model = model.get_base_model()
+    model = transformers_model(model)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     return layers if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
