@@ -159,6 +159,22 @@ def test_bad_arguments_are_named(tmp_path):
         write_synthetic_corpus(tmp_path, 0)
     with pytest.raises(ValueError, match="test_fraction"):
         write_synthetic_corpus(tmp_path, 5, test_fraction=1.0)
+    with pytest.raises(ValueError, match="n_texts"):
+        write_synthetic_corpus(tmp_path, 5, n_texts=0)
+
+
+def test_n_texts_sets_how_many_reading_texts_the_speakers_share(tmp_path):
+    """Few texts: readings repeat them (the recipes' corpora); many: almost every reading is new
+    (a pretraining corpus). The default's texts are the first of a larger pool's."""
+    from lmm_apa.data.synth import sentence_pool
+
+    def texts(out):
+        return [score["text"] for score in json.loads((out / "resource/scores.json").read_text()).values()]
+
+    few = texts(Path(write_synthetic_corpus(tmp_path / "few", 40, seed=2, n_texts=3)["out"]))
+    many = texts(Path(write_synthetic_corpus(tmp_path / "many", 40, seed=2, n_texts=5000)["out"]))
+    assert len(set(few)) <= 3 and len(set(many)) >= 35
+    assert sentence_pool(2, 200)[:40] == sentence_pool(2)
 
 
 def test_cli_data_synth(tmp_path):

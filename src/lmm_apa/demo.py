@@ -70,7 +70,8 @@ RECIPES = {
     # reading's phones alike, and giving each phone its reading's true mean would reach only 0.623 /
     # 0.617 / 0.496 / 0.664 / 0.597 on seeds 0-4 (bench_learning's localisation columns): without
     # localising, the goal needs an almost exact reading-level score on most seeds and is out of
-    # reach on seeds 2 and 4.
+    # reach on seeds 2 and 4. A pretrained start (encoder CTC on the synthetic phones, then `mdd`
+    # transcription; benchmarks/bench_localisation.py, 2026-12-03) did not make it localise either.
     "full": Recipe("full", "qwen2-audio", ("tasks=[full]", "epochs=6", "lr=2e-3"),
                    {"sentence": 0.8, "word": 0.65, "phone": 0.5}),
     # Ahn & Nam 2025's apa task: every aspect in the answer and a rubric prompt ~5x the sentence

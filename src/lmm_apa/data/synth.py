@@ -643,20 +643,26 @@ def write_synthetic_corpus(
     test_fraction: float = 0.2,
     silence: bool = False,
     progress: Callable[[int], None] | None = None,
+    n_texts: int = 40,
 ) -> dict:
     """Write the synthetic SO762-layout corpus to ``out`` and return a summary (counts, hours, score
     distributions). ``silence=True`` writes the same labels with silent recordings
     (``silent_recording``): a control where a model must not learn the scores without the audio.
-    ``progress(n)`` is called after each recording written (n: how many so far)."""
+    ``progress(n)`` is called after each recording written (n: how many so far). ``n_texts``: how
+    many reading texts the speakers read (``sentence_pool``); more than the default makes a corpus
+    on which a transcription cannot be learned by recognising one of a few sentences (pretraining,
+    ``benchmarks/bench_localisation.py``)."""
     if n_utterances < 1:
         raise ValueError(f"n_utterances must be >= 1, got {n_utterances}")
+    if n_texts < 1:
+        raise ValueError(f"n_texts must be >= 1, got {n_texts}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     t0 = time.perf_counter()
     out = Path(out)
     speakers = _speakers(n_utterances, seed)
     test_spk = _split_speakers(speakers, test_fraction, seed)
-    sentences = sentence_pool(seed)
+    sentences = sentence_pool(seed, n_texts)
     scores, injections, text_phone, durations = {}, {}, [], []
     split_rows: dict[str, list[tuple[str, str, dict]]] = {"train": [], "test": []}
     for i in range(n_utterances):

@@ -1,0 +1,283 @@
+"""Can the tiny model learn WHERE in a reading an error is? Pretraining stages before the `full` recipe.
+
+Why: the `full` proof's phone goal (PCC >= 0.6) is above what a model that hears only HOW MUCH of a
+reading is wrong can reach on most seeds (``bench_learning.py``'s ``*_ceiling`` columns), and the
+tiny model trained from random weights scores a reading's phones alike (``*_within`` ~0). The real
+backbones arrive pretrained on speech; this benchmark gives the tiny Qwen2-Audio model the same kind
+of start and measures whether the `full` recipe then localises. Stages, each optional:
+
+1. ``--ctc-epochs``: the audio encoder learns to recognise the synthetic phones (CTC on what was said,
+   from ``resource/synthetic-injections.json``; a linear head dropped afterwards), as Qwen2-Audio's
+   Whisper encoder learned speech before the language model saw it. Prints the encoder's held-out
+   phone error rate (greedy CTC).
+2. ``--asr-epochs``: the whole model learns Ahn & Nam 2025's ``mdd`` transcription (what was said, no
+   reference text) on the same pretraining corpus. Its ``--pre-texts`` reading texts are drawn afresh
+   (the recipes' corpora have 40), so the model must read the audio in order instead of recognising
+   one of a few sentences. Prints the held-out PER / WER.
+3. The `full` recipe (``lmm_apa.demo.run_demo``) from the pretrained model, on the seed's own corpus:
+   held-out PCCs, ``bench_learning.localisation``'s columns, and where the phone-score slots attend
+   (``attention_at_phone_slots``).
+
+The pretraining corpus is another synthetic corpus (seed ``1000 + seed``: other speakers, other texts);
+the recipe's held-out readings are never trained on.
+
+    python benchmarks/bench_localisation.py --seed 0 [--ctc-epochs 6] [--asr-epochs 16]
+        [--pre-utterances 2000] [--pre-texts 2000] [--set key=value ...] [--threads 1] --work DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+from bench_learning import localisation
+
+PRE_SEED_OFFSET = 1000
+
+
+def said_phones(injections: dict, uid: str) -> list[str]:
+    """What the synthetic speaker said, stress marks dropped: distorted phones count as themselves,
+    substitutions as the phone said, deletions (phones or whole words) not at all."""
+    return [p.rstrip("012") for w in injections[uid]["words"] if not w["deleted"]
+            for p, state in zip(w["said"], w["states"]) if state != "deleted"]
+
+
+def _collapse(ids: list[int]) -> list[int]:
+    """Greedy CTC: merge repeats, drop blanks (0)."""
+    return [t for j, t in enumerate(ids) if t and (j == 0 or t != ids[j - 1])]
+
+
+class EncoderCTC:
+    """The tiny model's audio encoder with a linear phone head, trained with torch's CTC loss."""
+
+    def __init__(self, backbone, corpus: Path, lr: float = 2e-3):
+        import torch
+
+        from lmm_apa.data.audio import load_audio
+        from lmm_apa.data.corpus import load_corpus
+
+        self.backbone, self.encoder = backbone, backbone.model.model.audio_tower
+        self.injections = json.loads((corpus / "resource" / "synthetic-injections.json").read_text())
+        self.train = list(load_corpus(corpus, split="train").utterances)
+        self.test = list(load_corpus(corpus, split="test").utterances)
+        self.phones = sorted({p for u in self.train for p in said_phones(self.injections, u.id)})
+        self.wavs = {u.id: load_audio(u.audio) for u in self.train + self.test}
+        self.head = torch.nn.Linear(self.encoder.config.d_model, len(self.phones) + 1)  # 0: blank
+        for p in self.encoder.parameters():
+            p.requires_grad_(True)
+        self.encoder.embed_positions.requires_grad_(False)  # frozen in the architecture
+        self.params = [p for p in [*self.encoder.parameters(), *self.head.parameters()] if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+
+    def _encode(self, utts):
+        import torch
+
+        features, n_tokens = self.backbone.audio_inputs([self.wavs[u.id] for u in utts])
+        return self.encoder(features["input_features"]).last_hidden_state, torch.tensor(n_tokens)
+
+    def _loss(self, utts):
+        import torch
+
+        hidden, n_tokens = self._encode(utts)
+        log_probs = self.head(hidden).log_softmax(-1).transpose(0, 1)
+        index = {p: i + 1 for i, p in enumerate(self.phones)}
+        targets = [torch.tensor([index[p] for p in said_phones(self.injections, u.id) if p in index]) for u in utts]
+        return torch.nn.functional.ctc_loss(log_probs, torch.cat(targets), n_tokens,
+                                            torch.tensor([len(t) for t in targets]), zero_infinity=True)
+
+    def fit(self, epochs: int, batch: int = 16, seed: int = 0) -> list[float]:
+        """Train; the held-out PER after each epoch."""
+        import torch
+
+        steps = epochs * (len(self.train) // batch)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, self.optimizer.param_groups[0]["lr"],
+                                                       total_steps=steps, pct_start=0.1)
+        order, pers = list(self.train), []
+        random.Random(seed).shuffle(order)
+        for epoch in range(epochs):
+            self.encoder.train()
+            for i in range(0, len(order) - batch + 1, batch):
+                loss = self._loss(order[i:i + batch])
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+                self.optimizer.step()
+                schedule.step()
+            pers.append(self.per())
+            print(f"  encoder CTC epoch {epoch + 1}/{epochs}: held-out PER {pers[-1]:.3f}", flush=True)
+            random.Random(seed + epoch + 1).shuffle(order)
+        return pers
+
+    def per(self) -> float:
+        import jiwer
+        import torch
+
+        self.encoder.eval()
+        refs, hyps = [], []
+        with torch.no_grad():
+            for i in range(0, len(self.test), 16):
+                utts = self.test[i:i + 16]
+                hidden, n_tokens = self._encode(utts)
+                for u, row, n in zip(utts, self.head(hidden).argmax(-1), n_tokens):
+                    hyps.append(" ".join(self.phones[t - 1] for t in _collapse(row[:n].tolist())) or "-")
+                    refs.append(" ".join(said_phones(self.injections, u.id)))
+        return float(jiwer.wer(refs, hyps))
+
+
+def pretraining_corpus(work: Path, seed: int, utterances: int, texts: int) -> Path:
+    """Another synthetic corpus (seed ``1000 + seed``) with ``texts`` reading texts; written once."""
+    from lmm_apa.data.synth import write_synthetic_corpus
+
+    corpus = work / f"pretraining-corpus-{utterances}x{texts}-seed{PRE_SEED_OFFSET + seed}"
+    if not (corpus / "resource" / "scores.json").exists():
+        write_synthetic_corpus(corpus, n_utterances=utterances, seed=PRE_SEED_OFFSET + seed, test_fraction=0.05,
+                               n_texts=texts)
+    return corpus
+
+
+def _model_folder(base: str | Path, weights: Path, out: Path) -> str:
+    """A loadable model folder: ``base``'s tokenizer and processor files with ``weights`` (a full
+    fine-tune's adapter holds the whole model's weights, not the processor)."""
+    shutil.copytree(base, out, dirs_exist_ok=True)
+    shutil.copy(weights, out / "model.safetensors")
+    return str(out)
+
+
+def ctc_stage(model: str, corpus: Path, epochs: int, out: Path, seed: int) -> tuple[str, dict]:
+    from lmm_apa.models.backbones import load_backbone
+
+    backbone = load_backbone(model)
+    t0 = time.perf_counter()
+    pers = EncoderCTC(backbone, corpus).fit(epochs, seed=seed)
+    shutil.copytree(model, out, dirs_exist_ok=True)
+    backbone.model.save_pretrained(out)
+    return str(out), {"ctc_epochs": epochs, "ctc_per": round(pers[-1], 3), "ctc_s": round(time.perf_counter() - t0)}
+
+
+def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float) -> tuple[str, dict]:
+    """``mdd`` training on the pretraining corpus; the held-out PER / WER of 60 readings."""
+    from lmm_apa.evaluate.run import evaluate_predictions
+    from lmm_apa.infer.predict import predict_corpus
+    from lmm_apa.train.run import train_from_config
+
+    t0 = time.perf_counter()
+    summary = train_from_config("tiny_demo", overrides=[
+        f"model={model}", f"data.train=[{{path: '{corpus}', split: train}}]", "tasks=[mdd]", f"epochs={epochs}",
+        f"lr={lr}", f"output_dir={out / 'train'}"])
+    folder = _model_folder(model, Path(summary["adapter"]) / "model.safetensors", out / "model")
+    preds = out / "predictions.jsonl"
+    preds.unlink(missing_ok=True)
+    predict_corpus(corpus, model=folder, task="mdd", split="test", limit=60, out=preds, progress=False)
+    mdd = evaluate_predictions(preds, corpus, split="test")["mdd"]
+    return folder, {"asr_epochs": epochs, "asr_steps": summary.get("global_step"), "asr_per": round(mdd["per"], 3),
+                    "asr_wer": round(mdd["wer"], 3), "asr_s": round(time.perf_counter() - t0)}
+
+
+def _phone_slots(tokenizer, ids, labels) -> list[int]:
+    """Positions that predict a phone score: the ``/`` tokens after ``Phone Scores:`` in the answer."""
+    start = int((labels != -100).nonzero()[0])
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    line = next(i for i in range(start, len(ids)) if "Phone Scores:" in tokenizer.decode(ids[start:i + 1]))
+    return [i for i in range(line, len(ids) - 1) if tokens[i].endswith("/")]
+
+
+def attention_at_phone_slots(model: str, adapter: str, corpus: Path, n: int = 20) -> dict:
+    """Where the trained `full` model's phone-score slots look, per layer (heads averaged), over
+    ``n`` held-out readings: ``audio_mass``, the share of attention on audio tokens; ``order_rho``,
+    Spearman's correlation between a slot's place among the reading's phones and its attention
+    centroid over the audio (a model that reads phone k at the k-th stretch of audio: near 1)."""
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    from lmm_apa.data.audio import load_audio
+    from lmm_apa.data.corpus import load_corpus
+    from lmm_apa.models.loading import load_model
+    from lmm_apa.prompts.tasks import TASKS
+
+    backbone = load_model(model, adapter)
+    backbone.model.set_attn_implementation("eager")  # attention weights are returned by eager only
+    audio_id = backbone.tokenizer.convert_tokens_to_ids(backbone.audio_token)
+    rows = []  # (place in reading, layer, audio mass, centroid)
+    for utt in list(load_corpus(corpus, split="test").utterances)[:n]:
+        batch = backbone.build_batch([load_audio(utt.audio)], [TASKS["full"].instruction(utt)],
+                                     [TASKS["full"].target(utt)])
+        with torch.no_grad():
+            out = backbone.model(**{k: v for k, v in batch.items() if k != "labels"}, output_attentions=True)
+        ids, audio = batch["input_ids"][0], (batch["input_ids"][0] == audio_id).nonzero().flatten()
+        slots = _phone_slots(backbone.tokenizer, ids, batch["labels"][0])
+        for k, pos in enumerate(slots):
+            for layer, att in enumerate(out.attentions):
+                on_audio = att[0, :, pos, audio].mean(0)
+                centroid = float((on_audio * torch.arange(len(audio))).sum() / on_audio.sum() / len(audio))
+                rows.append((k / max(1, len(slots) - 1), layer, float(on_audio.sum()), centroid))
+    rows = np.array(rows)
+    return {f"layer{int(layer)}": {"audio_mass": round(float(r[:, 2].mean()), 3),
+                                   "order_rho": round(float(spearmanr(r[:, 0], r[:, 3])[0]), 3)}
+            for layer in sorted(set(rows[:, 1])) for r in [rows[rows[:, 1] == layer]]}
+
+
+def run(args) -> dict:
+    import torch
+
+    from lmm_apa.demo import RECIPES, TINY_AUDIO_SECONDS
+    from lmm_apa.models.tiny import save_tiny_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    work = args.work / f"seed{args.seed}-ctc{args.ctc_epochs}-asr{args.asr_epochs}"
+    model = str(save_tiny_model(work / "tiny", arch=RECIPES["full"].arch, seed=args.seed,
+                                audio_seconds=TINY_AUDIO_SECONDS))
+    row = {"seed": args.seed}
+    if args.ctc_epochs or args.asr_epochs:
+        pre = pretraining_corpus(args.work, args.seed, args.pre_utterances, args.pre_texts)
+        row.update(pre_utterances=args.pre_utterances, pre_texts=args.pre_texts)
+        if args.ctc_epochs:
+            model, figures = ctc_stage(model, pre, args.ctc_epochs, work / "ctc-model", args.seed)
+            row.update(figures)
+        if args.asr_epochs:
+            model, figures = asr_stage(model, pre, args.asr_epochs, work / "asr", args.asr_lr)
+            row.update(figures)
+    return row | _full_stage(model, work, args)
+
+
+def _full_stage(model: str, work: Path, args) -> dict:
+    from lmm_apa.demo import run_demo
+
+    r = run_demo(work / "full", seed=args.seed, recipe="full", overrides=[f"model={model}", *args.set])
+    corpus = Path(r["out"]) / "synthetic-corpus"
+    pcc = r["accuracy_pcc"]
+    return {"steps": r["steps"], "sentence": pcc["sentence"], "word": pcc["word"], "phone": pcc["phone"],
+            "silenced": r["sentence_accuracy_pcc"]["silenced"], "full_train_s": r["timings"]["train_s"],
+            **localisation(Path(r["predictions"]), corpus),
+            "attention": attention_at_phone_slots(model, str(Path(r["out"]) / "train" / "adapter"), corpus)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ctc-epochs", type=int, default=6, help="encoder CTC pretraining epochs (0: none)")
+    ap.add_argument("--asr-epochs", type=int, default=0, help="mdd transcription pretraining epochs (0: none)")
+    ap.add_argument("--asr-lr", type=float, default=2e-3)
+    ap.add_argument("--pre-utterances", type=int, default=2000, help="pretraining corpus size")
+    ap.add_argument("--pre-texts", type=int, default=2000, help="reading texts in the pretraining corpus")
+    ap.add_argument("--set", action="append", default=[], help="override of the `full` recipe (key=value)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--json", type=Path, default=None, help="append the row here")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    row = run(args) | {"wall_s": round(time.perf_counter() - t0)}
+    print(json.dumps(row))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+if __name__ == "__main__":
+    main()
