@@ -51,10 +51,24 @@ def _collapse(ids: list[int]) -> list[int]:
     return [t for j, t in enumerate(ids) if t and (j == 0 or t != ids[j - 1])]
 
 
+def encoder_padding_mask(encoder, input_features, feature_attention_mask):
+    """The attention mask Qwen2-Audio's own forward gives its encoder (transformers'
+    ``Qwen2AudioModel.forward``): padded frames of the fixed window are not attended to, so the CTC
+    stage trains the encoder as the full model will run it."""
+    import torch
+    from transformers.masking_utils import create_bidirectional_mask
+
+    lengths, _ = encoder._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
+    frames = (input_features.shape[-1] - 2) // 2 + 1
+    keep = (torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    return create_bidirectional_mask(config=encoder.config, inputs_embeds=torch.zeros(len(keep), frames, 1),
+                                     attention_mask=keep)
+
+
 class EncoderCTC:
     """The tiny model's audio encoder with a linear phone head, trained with torch's CTC loss."""
 
-    def __init__(self, backbone, corpus: Path, lr: float = 2e-3):
+    def __init__(self, backbone, corpus: Path, lr: float = 2e-3, head: dict | None = None):
         import torch
 
         from lmm_apa.data.audio import load_audio
@@ -67,6 +81,10 @@ class EncoderCTC:
         self.phones = sorted({p for u in self.train for p in said_phones(self.injections, u.id)})
         self.wavs = {u.id: load_audio(u.audio) for u in self.train + self.test}
         self.head = torch.nn.Linear(self.encoder.config.d_model, len(self.phones) + 1)  # 0: blank
+        if head is not None:  # a trained head (``ctc_stage``'s ``ctc_head.pt``): the same phone set
+            if head["phones"] != self.phones:
+                raise ValueError(f"{corpus}: its phones differ from the CTC head's ({len(head['phones'])} phones)")
+            self.head.load_state_dict(head["state"])
         for p in self.encoder.parameters():
             p.requires_grad_(True)
         self.encoder.embed_positions.requires_grad_(False)  # frozen in the architecture
@@ -77,7 +95,9 @@ class EncoderCTC:
         import torch
 
         features, n_tokens = self.backbone.audio_inputs([self.wavs[u.id] for u in utts])
-        return self.encoder(features["input_features"]).last_hidden_state, torch.tensor(n_tokens)
+        mask = encoder_padding_mask(self.encoder, features["input_features"], features["feature_attention_mask"])
+        hidden = self.encoder(features["input_features"], attention_mask=mask).last_hidden_state
+        return hidden, torch.tensor(n_tokens)
 
     def _loss(self, utts):
         import torch
@@ -93,6 +113,9 @@ class EncoderCTC:
         """Train; the held-out PER after each epoch."""
         import torch
 
+        if epochs < 1 or len(self.train) < batch:
+            raise ValueError(f"CTC stage: needs epochs >= 1 (got {epochs}) and at least {batch} training "
+                             f"readings (the corpus has {len(self.train)})")
         steps = epochs * (len(self.train) // batch)
         schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, self.optimizer.param_groups[0]["lr"],
                                                        total_steps=steps, pct_start=0.1)
@@ -113,6 +136,7 @@ class EncoderCTC:
         return pers
 
     def per(self) -> float:
+        """Held-out phone error rate of greedy CTC decoding (an empty hypothesis counts as all deleted)."""
         import jiwer
         import torch
 
@@ -148,18 +172,34 @@ def _model_folder(base: str | Path, weights: Path, out: Path) -> str:
 
 
 def ctc_stage(model: str, corpus: Path, epochs: int, out: Path, seed: int) -> tuple[str, dict]:
+    """The encoder CTC stage; a model folder with the trained encoder, and its head in
+    ``ctc_head.pt`` (for ``encoder_per``: does the encoder still recognise phones after `full`?)."""
+    import torch
+
     from lmm_apa.models.backbones import load_backbone
 
     backbone = load_backbone(model)
     t0 = time.perf_counter()
-    pers = EncoderCTC(backbone, corpus).fit(epochs, seed=seed)
+    stage = EncoderCTC(backbone, corpus)
+    pers = stage.fit(epochs, seed=seed)
     shutil.copytree(model, out, dirs_exist_ok=True)
     backbone.model.save_pretrained(out)
+    torch.save({"phones": stage.phones, "state": stage.head.state_dict()}, out / "ctc_head.pt")
     return str(out), {"ctc_epochs": epochs, "ctc_per": round(pers[-1], 3), "ctc_s": round(time.perf_counter() - t0)}
 
 
-def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float) -> tuple[str, dict]:
-    """``mdd`` training on the pretraining corpus; the held-out PER / WER of 60 readings."""
+def encoder_per(model: str, head_file: Path, corpus: Path) -> float:
+    """Held-out PER of ``model``'s encoder read through the CTC stage's head."""
+    import torch
+
+    from lmm_apa.models.backbones import load_backbone
+
+    return round(EncoderCTC(load_backbone(model), corpus, head=torch.load(head_file)).per(), 3)
+
+
+def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float, seed: int) -> tuple[str, dict]:
+    """``mdd`` training on the pretraining corpus (fresh, never resumed); the held-out PER / WER of
+    60 readings."""
     from lmm_apa.evaluate.run import evaluate_predictions
     from lmm_apa.infer.predict import predict_corpus
     from lmm_apa.train.run import train_from_config
@@ -167,7 +207,7 @@ def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float) -> tu
     t0 = time.perf_counter()
     summary = train_from_config("tiny_demo", overrides=[
         f"model={model}", f"data.train=[{{path: '{corpus}', split: train}}]", "tasks=[mdd]", f"epochs={epochs}",
-        f"lr={lr}", f"output_dir={out / 'train'}"])
+        f"lr={lr}", f"seed={seed}", "resume=false", f"output_dir={out / 'train'}"])
     folder = _model_folder(model, Path(summary["adapter"]) / "model.safetensors", out / "model")
     preds = out / "predictions.jsonl"
     preds.unlink(missing_ok=True)
@@ -178,18 +218,28 @@ def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float) -> tu
 
 
 def _phone_slots(tokenizer, ids, labels) -> list[int]:
-    """Positions that predict a phone score: the ``/`` tokens after ``Phone Scores:`` in the answer."""
+    """Positions that predict a phone score: the ``/`` tokens after ``Phone Scores:`` in the answer
+    (the answer's last line, so the word scores' ``/`` come before it)."""
     start = int((labels != -100).nonzero()[0])
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    line = next(i for i in range(start, len(ids)) if "Phone Scores:" in tokenizer.decode(ids[start:i + 1]))
-    return [i for i in range(line, len(ids) - 1) if tokens[i].endswith("/")]
+    text = ""
+    for i in range(start, len(ids)):
+        text += tokenizer.convert_tokens_to_string([tokens[i]])
+        if "Phone Scores:" in text:
+            return [j for j in range(i, len(ids) - 1) if tokens[j].endswith("/")]
+    raise ValueError("the answer has no 'Phone Scores:' line (is the task `full`?)")
 
 
-def attention_at_phone_slots(model: str, adapter: str, corpus: Path, n: int = 20) -> dict:
-    """Where the trained `full` model's phone-score slots look, per layer (heads averaged), over
-    ``n`` held-out readings: ``audio_mass``, the share of attention on audio tokens; ``order_rho``,
-    Spearman's correlation between a slot's place among the reading's phones and its attention
-    centroid over the audio (a model that reads phone k at the k-th stretch of audio: near 1)."""
+def _rounded(x: float) -> float | None:
+    return None if x != x else round(float(x), 3)  # NaN (e.g. a constant centroid) -> None, valid JSON
+
+
+def attention_at_phone_slots(model: str, adapter: str | None, corpus: Path, n: int = 20) -> dict:
+    """Where the phone-score slots look, per layer (heads averaged), over ``n`` held-out readings:
+    ``audio_mass``, the mean share of attention on audio tokens; ``order_rho``, the mean (and s.d.)
+    over readings of Spearman's correlation between a slot's place among the reading's phones and
+    its attention centroid over the audio (a model that reads phone k at the k-th stretch of audio:
+    near 1). Without ``adapter``, ``model`` as it is: the baseline a start's positional drift gives."""
     import numpy as np
     import torch
     from scipy.stats import spearmanr
@@ -200,9 +250,10 @@ def attention_at_phone_slots(model: str, adapter: str, corpus: Path, n: int = 20
     from lmm_apa.prompts.tasks import TASKS
 
     backbone = load_model(model, adapter)
+    backbone.model.eval()
     backbone.model.set_attn_implementation("eager")  # attention weights are returned by eager only
     audio_id = backbone.tokenizer.convert_tokens_to_ids(backbone.audio_token)
-    rows = []  # (place in reading, layer, audio mass, centroid)
+    mass, rho = {}, {}
     for utt in list(load_corpus(corpus, split="test").utterances)[:n]:
         batch = backbone.build_batch([load_audio(utt.audio)], [TASKS["full"].instruction(utt)],
                                      [TASKS["full"].target(utt)])
@@ -210,18 +261,27 @@ def attention_at_phone_slots(model: str, adapter: str, corpus: Path, n: int = 20
             out = backbone.model(**{k: v for k, v in batch.items() if k != "labels"}, output_attentions=True)
         ids, audio = batch["input_ids"][0], (batch["input_ids"][0] == audio_id).nonzero().flatten()
         slots = _phone_slots(backbone.tokenizer, ids, batch["labels"][0])
-        for k, pos in enumerate(slots):
-            for layer, att in enumerate(out.attentions):
-                on_audio = att[0, :, pos, audio].mean(0)
-                centroid = float((on_audio * torch.arange(len(audio))).sum() / on_audio.sum() / len(audio))
-                rows.append((k / max(1, len(slots) - 1), layer, float(on_audio.sum()), centroid))
-    rows = np.array(rows)
-    return {f"layer{int(layer)}": {"audio_mass": round(float(r[:, 2].mean()), 3),
-                                   "order_rho": round(float(spearmanr(r[:, 0], r[:, 3])[0]), 3)}
-            for layer in sorted(set(rows[:, 1])) for r in [rows[rows[:, 1] == layer]]}
+        for layer, att in enumerate(out.attentions):
+            on_audio = att[0].mean(0)[slots][:, audio]  # (slots, audio tokens)
+            centroids = (on_audio * torch.arange(len(audio))).sum(-1) / on_audio.sum(-1)
+            mass.setdefault(layer, []).extend(on_audio.sum(-1).tolist())
+            if len(slots) >= 4:
+                rho.setdefault(layer, []).append(spearmanr(range(len(slots)), centroids.tolist())[0])
+    return {f"layer{layer}": {"audio_mass": _rounded(np.mean(mass[layer])),
+                              "order_rho": _rounded(np.nanmean(rho.get(layer, [np.nan]))),
+                              "order_rho_sd": _rounded(np.nanstd(rho.get(layer, [np.nan])))} for layer in mass}
+
+
+def _settings_name(args) -> str:
+    """The run's folder: every setting that changes it, so a rerun never picks up another's files."""
+    import hashlib
+
+    name = f"seed{args.seed}-ctc{args.ctc_epochs}-asr{args.asr_epochs}-lr{args.asr_lr:g}-pre{args.pre_utterances}x{args.pre_texts}"
+    return name + (f"-set{hashlib.sha1(repr(args.set).encode()).hexdigest()[:8]}" if args.set else "")
 
 
 def run(args) -> dict:
+    """The stages the arguments ask for, then the `full` recipe; one flat row of figures."""
     import torch
 
     from lmm_apa.demo import RECIPES, TINY_AUDIO_SECONDS
@@ -229,32 +289,43 @@ def run(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    work = args.work / f"seed{args.seed}-ctc{args.ctc_epochs}-asr{args.asr_epochs}"
+    work = args.work / _settings_name(args)
     model = str(save_tiny_model(work / "tiny", arch=RECIPES["full"].arch, seed=args.seed,
                                 audio_seconds=TINY_AUDIO_SECONDS))
-    row = {"seed": args.seed}
+    row, head = {"seed": args.seed}, None
     if args.ctc_epochs or args.asr_epochs:
         pre = pretraining_corpus(args.work, args.seed, args.pre_utterances, args.pre_texts)
         row.update(pre_utterances=args.pre_utterances, pre_texts=args.pre_texts)
         if args.ctc_epochs:
             model, figures = ctc_stage(model, pre, args.ctc_epochs, work / "ctc-model", args.seed)
             row.update(figures)
+            head = Path(model) / "ctc_head.pt"
         if args.asr_epochs:
-            model, figures = asr_stage(model, pre, args.asr_epochs, work / "asr", args.asr_lr)
+            model, figures = asr_stage(model, pre, args.asr_epochs, work / "asr", args.asr_lr, args.seed)
             row.update(figures)
-    return row | _full_stage(model, work, args)
+        if head is not None:
+            row["encoder_per_start"] = encoder_per(model, head, pre)
+    row |= _full_stage(model, work, args)
+    if head is not None:
+        row["encoder_per_after_full"] = encoder_per(row["full_model"], head, pre)
+    return row
 
 
 def _full_stage(model: str, work: Path, args) -> dict:
+    """The `full` recipe from ``model``. Through ``overrides`` (``model=``), not ``run_demo(model=)``,
+    which would switch to the real-backbone config; ``run_demo`` still builds (and its report names)
+    its own random tiny model, unused. Its trained adapter is the whole model (full fine-tuning)."""
     from lmm_apa.demo import run_demo
 
     r = run_demo(work / "full", seed=args.seed, recipe="full", overrides=[f"model={model}", *args.set])
-    corpus = Path(r["out"]) / "synthetic-corpus"
+    corpus, adapter = Path(r["out"]) / "synthetic-corpus", Path(r["out"]) / "train" / "adapter"
     pcc = r["accuracy_pcc"]
-    return {"steps": r["steps"], "sentence": pcc["sentence"], "word": pcc["word"], "phone": pcc["phone"],
+    return {"start_model": model, "full_model": _model_folder(model, adapter / "model.safetensors", work / "full-model"),
+            "steps": r["steps"], "sentence": pcc["sentence"], "word": pcc["word"], "phone": pcc["phone"],
             "silenced": r["sentence_accuracy_pcc"]["silenced"], "full_train_s": r["timings"]["train_s"],
             **localisation(Path(r["predictions"]), corpus),
-            "attention": attention_at_phone_slots(model, str(Path(r["out"]) / "train" / "adapter"), corpus)}
+            "attention": attention_at_phone_slots(model, str(adapter), corpus),
+            "attention_start": attention_at_phone_slots(model, None, corpus)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -270,6 +341,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None, help="append the row here")
     args = ap.parse_args(argv)
+    for name in ("ctc_epochs", "asr_epochs"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0")
     t0 = time.perf_counter()
     row = run(args) | {"wall_s": round(time.perf_counter() - t0)}
     print(json.dumps(row))
