@@ -68,7 +68,7 @@ def encoder_padding_mask(encoder, input_features, feature_attention_mask):
 class EncoderCTC:
     """The tiny model's audio encoder with a linear phone head, trained with torch's CTC loss."""
 
-    def __init__(self, backbone, corpus: Path, lr: float = 2e-3, head: dict | None = None):
+    def __init__(self, backbone, corpus: Path, lr: float = 2e-3, head: dict | None = None, train_encoder: bool = True):
         import torch
 
         from lmm_apa.data.audio import load_audio
@@ -85,8 +85,8 @@ class EncoderCTC:
             if head["phones"] != self.phones:
                 raise ValueError(f"{corpus}: its phones differ from the CTC head's ({len(head['phones'])} phones)")
             self.head.load_state_dict(head["state"])
-        for p in self.encoder.parameters():
-            p.requires_grad_(True)
+        for p in self.encoder.parameters():  # False: a linear probe of what the encoder already hears
+            p.requires_grad_(train_encoder)
         self.encoder.embed_positions.requires_grad_(False)  # frozen in the architecture
         self.params = [p for p in [*self.encoder.parameters(), *self.head.parameters()] if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=lr)
@@ -195,6 +195,14 @@ def encoder_per(model: str, head_file: Path, corpus: Path) -> float:
     from lmm_apa.models.backbones import load_backbone
 
     return round(EncoderCTC(load_backbone(model), corpus, head=torch.load(head_file)).per(), 3)
+
+
+def probe_per(model: str, corpus: Path, epochs: int = 4) -> float:
+    """Held-out PER of a new CTC head trained on ``model``'s frozen encoder: whether its audio tokens
+    still tell the phones apart, whatever the CTC stage's own head now reads from them."""
+    from lmm_apa.models.backbones import load_backbone
+
+    return round(EncoderCTC(load_backbone(model), corpus, train_encoder=False).fit(epochs)[-1], 3)
 
 
 def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float, seed: int) -> tuple[str, dict]:
@@ -308,6 +316,7 @@ def run(args) -> dict:
     row |= _full_stage(model, work, args)
     if head is not None:
         row["encoder_per_after_full"] = encoder_per(row["full_model"], head, pre)
+        row["probe_per_after_full"] = probe_per(row["full_model"], pre)
     return row
 
 

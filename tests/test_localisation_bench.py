@@ -101,6 +101,19 @@ def test_encoder_ctc_stage_learns_to_recognise_phones(tiny_6s, small_corpus):
         stage.fit(epochs=0)
 
 
+def test_probe_trains_the_head_only(tiny_6s, small_corpus):
+    import torch
+
+    from lmm_apa.models.backbones import load_backbone
+
+    probe = bench_localisation.EncoderCTC(load_backbone(tiny_6s), small_corpus, train_encoder=False)
+    encoder_before = [p.detach().clone() for p in probe.encoder.parameters()]
+    head_before = probe.head.weight.detach().clone()
+    probe.fit(epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, probe.encoder.parameters()))
+    assert not torch.equal(head_before, probe.head.weight)
+
+
 def test_attention_figures_are_shares_and_correlations(tiny_6s, small_corpus):
     figures = bench_localisation.attention_at_phone_slots(tiny_6s, None, small_corpus, n=3)
     assert set(figures) == {"layer0", "layer1"}  # the tiny language model's two layers
