@@ -7,16 +7,20 @@ backbones arrive pretrained on speech; this benchmark gives the tiny Qwen2-Audio
 of start and measures whether the `full` recipe then localises. Stages, each optional:
 
 1. ``--ctc-epochs``: the audio encoder learns to recognise the synthetic phones (CTC on what was said,
-   from ``resource/synthetic-injections.json``; a linear head dropped afterwards), as Qwen2-Audio's
-   Whisper encoder learned speech before the language model saw it. Prints the encoder's held-out
-   phone error rate (greedy CTC).
+   from ``resource/synthetic-injections.json``; a linear head, kept in ``ctc_head.pt``), as
+   Qwen2-Audio's Whisper encoder learned speech before the language model saw it. Prints the
+   encoder's held-out phone error rate (greedy CTC).
 2. ``--asr-epochs``: the whole model learns Ahn & Nam 2025's ``mdd`` transcription (what was said, no
    reference text) on the same pretraining corpus. Its ``--pre-texts`` reading texts are drawn afresh
    (the recipes' corpora have 40), so the model must read the audio in order instead of recognising
    one of a few sentences. Prints the held-out PER / WER.
-3. The `full` recipe (``lmm_apa.demo.run_demo``) from the pretrained model, on the seed's own corpus:
-   held-out PCCs, ``bench_learning.localisation``'s columns, and where the phone-score slots attend
-   (``attention_at_phone_slots``).
+3. The `full` recipe (``lmm_apa.demo.run_demo``, full fine-tuning) from the pretrained model, on the
+   seed's own corpus: held-out PCCs, ``bench_learning.localisation``'s columns, where the phone-score
+   slots attend (``attention_at_phone_slots``; ``attention_start``: the start model's, a baseline),
+   and whether the encoder still recognises phones afterwards (``encoder_per_after_full``: through
+   the CTC head; ``probe_per_after_full``: a new head on the frozen encoder).
+
+Runs on the CPU (the tiny models; every model is loaded with ``device="cpu"``).
 
 The pretraining corpus is another synthetic corpus (seed ``1000 + seed``: other speakers, other texts);
 the recipe's held-out readings are never trained on.
@@ -178,7 +182,7 @@ def ctc_stage(model: str, corpus: Path, epochs: int, out: Path, seed: int) -> tu
 
     from lmm_apa.models.backbones import load_backbone
 
-    backbone = load_backbone(model)
+    backbone = load_backbone(model, device="cpu")
     t0 = time.perf_counter()
     stage = EncoderCTC(backbone, corpus)
     pers = stage.fit(epochs, seed=seed)
@@ -194,15 +198,20 @@ def encoder_per(model: str, head_file: Path, corpus: Path) -> float:
 
     from lmm_apa.models.backbones import load_backbone
 
-    return round(EncoderCTC(load_backbone(model), corpus, head=torch.load(head_file)).per(), 3)
+    return round(EncoderCTC(load_backbone(model, device="cpu"), corpus, head=torch.load(head_file)).per(), 3)
 
 
-def probe_per(model: str, corpus: Path, epochs: int = 4) -> float:
+def probe_per(model: str, corpus: Path, epochs: int = 4, seed: int = 0) -> float:
     """Held-out PER of a new CTC head trained on ``model``'s frozen encoder: whether its audio tokens
-    still tell the phones apart, whatever the CTC stage's own head now reads from them."""
+    still tell the phones apart, whatever the CTC stage's own head now reads from them. Seeded on its
+    own, so the figure does not depend on what ran before it."""
+    import torch
+
     from lmm_apa.models.backbones import load_backbone
 
-    return round(EncoderCTC(load_backbone(model), corpus, train_encoder=False).fit(epochs)[-1], 3)
+    torch.manual_seed(seed)
+    probe = EncoderCTC(load_backbone(model, device="cpu"), corpus, train_encoder=False)
+    return round(probe.fit(epochs, seed=seed)[-1], 3)
 
 
 def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float, seed: int) -> tuple[str, dict]:
@@ -227,7 +236,8 @@ def asr_stage(model: str, corpus: Path, epochs: int, out: Path, lr: float, seed:
 
 def _phone_slots(tokenizer, ids, labels) -> list[int]:
     """Positions that predict a phone score: the ``/`` tokens after ``Phone Scores:`` in the answer
-    (the answer's last line, so the word scores' ``/`` come before it)."""
+    (the answer's last line, so the word scores' ``/`` come before it). Token by token, as the tiny
+    models' byte-level tokenizers decode (a SentencePiece vocabulary would need whole-span decoding)."""
     start = int((labels != -100).nonzero()[0])
     tokens = tokenizer.convert_ids_to_tokens(ids)
     text = ""
@@ -257,7 +267,7 @@ def attention_at_phone_slots(model: str, adapter: str | None, corpus: Path, n: i
     from lmm_apa.models.loading import load_model
     from lmm_apa.prompts.tasks import TASKS
 
-    backbone = load_model(model, adapter)
+    backbone = load_model(model, adapter, device="cpu")
     backbone.model.eval()
     backbone.model.set_attn_implementation("eager")  # attention weights are returned by eager only
     audio_id = backbone.tokenizer.convert_tokens_to_ids(backbone.audio_token)
@@ -284,7 +294,8 @@ def _settings_name(args) -> str:
     """The run's folder: every setting that changes it, so a rerun never picks up another's files."""
     import hashlib
 
-    name = f"seed{args.seed}-ctc{args.ctc_epochs}-asr{args.asr_epochs}-lr{args.asr_lr:g}-pre{args.pre_utterances}x{args.pre_texts}"
+    name = (f"seed{args.seed}-ctc{args.ctc_epochs}-asr{args.asr_epochs}-lr{args.asr_lr:g}"
+            f"-pre{args.pre_utterances}x{args.pre_texts}")
     return name + (f"-set{hashlib.sha1(repr(args.set).encode()).hexdigest()[:8]}" if args.set else "")
 
 
@@ -316,7 +327,7 @@ def run(args) -> dict:
     row |= _full_stage(model, work, args)
     if head is not None:
         row["encoder_per_after_full"] = encoder_per(row["full_model"], head, pre)
-        row["probe_per_after_full"] = probe_per(row["full_model"], pre)
+        row["probe_per_after_full"] = probe_per(row["full_model"], pre, seed=args.seed)
     return row
 
 
@@ -353,6 +364,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("ctc_epochs", "asr_epochs"):
         if getattr(args, name) < 0:
             ap.error(f"--{name.replace('_', '-')} must be >= 0")
+    if any(item.replace(" ", "").startswith("method=") and item.replace(" ", "") != "method=full" for item in args.set):
+        ap.error("--set method=...: the stages read the whole model from the trained adapter, so `full` "
+                 "must stay full fine-tuning (method=full)")
     t0 = time.perf_counter()
     row = run(args) | {"wall_s": round(time.perf_counter() - t0)}
     print(json.dumps(row))

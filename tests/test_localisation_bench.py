@@ -4,7 +4,6 @@ encoder CTC stage that learns. The benchmark's runs themselves are in benchmarks
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
