@@ -6,10 +6,10 @@ tiny model trained from random weights scores a reading's phones alike (``*_with
 backbones arrive pretrained on speech; this benchmark gives the tiny Qwen2-Audio model the same kind
 of start and measures whether the `full` recipe then localises. Stages, each optional:
 
-1. ``--ctc-epochs``: the audio encoder learns to recognise the synthetic phones (CTC on what was said,
-   from ``resource/synthetic-injections.json``; a linear head, kept in ``ctc_head.pt``), as
-   Qwen2-Audio's Whisper encoder learned speech before the language model saw it. Prints the
-   encoder's held-out phone error rate (greedy CTC).
+1. ``--ctc-epochs``: the audio encoder learns to recognise the synthetic phones (CTC on what was said:
+   ``Word.said_phones``, the phones the `mdd` task transcribes; a linear head, kept in
+   ``ctc_head.pt``), as Qwen2-Audio's Whisper encoder learned speech before the language model saw
+   it. Prints the encoder's held-out phone error rate (greedy CTC).
 2. ``--asr-epochs``: the whole model learns Ahn & Nam 2025's ``mdd`` transcription (what was said, no
    reference text) on the same pretraining corpus. Its ``--pre-texts`` reading texts are drawn afresh
    (the recipes' corpora have 40), so the model must read the audio in order instead of recognising
@@ -43,13 +43,6 @@ from bench_learning import localisation
 PRE_SEED_OFFSET = 1000
 
 
-def said_phones(injections: dict, uid: str) -> list[str]:
-    """What the synthetic speaker said, stress marks dropped: distorted phones count as themselves,
-    substitutions as the phone said, deletions (phones or whole words) not at all."""
-    return [p.rstrip("012") for w in injections[uid]["words"] if not w["deleted"]
-            for p, state in zip(w["said"], w["states"]) if state != "deleted"]
-
-
 def _collapse(ids: list[int]) -> list[int]:
     """Greedy CTC: merge repeats, drop blanks (0)."""
     return [t for j, t in enumerate(ids) if t and (j == 0 or t != ids[j - 1])]
@@ -79,10 +72,9 @@ class EncoderCTC:
         from lmm_apa.data.corpus import load_corpus
 
         self.backbone, self.encoder = backbone, backbone.model.model.audio_tower
-        self.injections = json.loads((corpus / "resource" / "synthetic-injections.json").read_text())
         self.train = list(load_corpus(corpus, split="train").utterances)
         self.test = list(load_corpus(corpus, split="test").utterances)
-        self.phones = sorted({p for u in self.train for p in said_phones(self.injections, u.id)})
+        self.phones = sorted({p for u in self.train for p in self.said(u)})
         self.wavs = {u.id: load_audio(u.audio) for u in self.train + self.test}
         self.head = torch.nn.Linear(self.encoder.config.d_model, len(self.phones) + 1)  # 0: blank
         if head is not None:  # a trained head (``ctc_stage``'s ``ctc_head.pt``): the same phone set
@@ -94,6 +86,12 @@ class EncoderCTC:
         self.encoder.embed_positions.requires_grad_(False)  # frozen in the architecture
         self.params = [p for p in [*self.encoder.parameters(), *self.head.parameters()] if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+
+    @staticmethod
+    def said(utt) -> list[str]:
+        """The CTC target: the phones said, as the `mdd` task's answer transcribes them (labels, MDD
+        phone convention: substitutions as the phone said, deletions left out)."""
+        return [p for w in utt.words for p in w.said_phones()]
 
     def _encode(self, utts):
         import torch
@@ -109,7 +107,7 @@ class EncoderCTC:
         hidden, n_tokens = self._encode(utts)
         log_probs = self.head(hidden).log_softmax(-1).transpose(0, 1)
         index = {p: i + 1 for i, p in enumerate(self.phones)}
-        targets = [torch.tensor([index[p] for p in said_phones(self.injections, u.id) if p in index]) for u in utts]
+        targets = [torch.tensor([index[p] for p in self.said(u) if p in index]) for u in utts]
         return torch.nn.functional.ctc_loss(log_probs, torch.cat(targets), n_tokens,
                                             torch.tensor([len(t) for t in targets]), zero_infinity=True)
 
@@ -141,8 +139,9 @@ class EncoderCTC:
 
     def per(self) -> float:
         """Held-out phone error rate of greedy CTC decoding (an empty hypothesis counts as all deleted)."""
-        import jiwer
         import torch
+
+        from lmm_apa.evaluate.metrics import error_rate
 
         self.encoder.eval()
         refs, hyps = [], []
@@ -151,9 +150,9 @@ class EncoderCTC:
                 utts = self.test[i:i + 16]
                 hidden, n_tokens = self._encode(utts)
                 for u, row, n in zip(utts, self.head(hidden).argmax(-1), n_tokens):
-                    hyps.append(" ".join(self.phones[t - 1] for t in _collapse(row[:n].tolist())) or "-")
-                    refs.append(" ".join(said_phones(self.injections, u.id)))
-        return float(jiwer.wer(refs, hyps))
+                    hyps.append([self.phones[t - 1] for t in _collapse(row[:n].tolist())])
+                    refs.append(self.said(u))
+        return error_rate(refs, hyps)["rate"]
 
 
 def pretraining_corpus(work: Path, seed: int, utterances: int, texts: int) -> Path:
@@ -340,7 +339,8 @@ def _full_stage(model: str, work: Path, args) -> dict:
     r = run_demo(work / "full", seed=args.seed, recipe="full", overrides=[f"model={model}", *args.set])
     corpus, adapter = Path(r["out"]) / "synthetic-corpus", Path(r["out"]) / "train" / "adapter"
     pcc = r["accuracy_pcc"]
-    return {"start_model": model, "full_model": _model_folder(model, adapter / "model.safetensors", work / "full-model"),
+    full_model = _model_folder(model, adapter / "model.safetensors", work / "full-model")
+    return {"start_model": model, "full_model": full_model,
             "steps": r["steps"], "sentence": pcc["sentence"], "word": pcc["word"], "phone": pcc["phone"],
             "silenced": r["sentence_accuracy_pcc"]["silenced"], "full_train_s": r["timings"]["train_s"],
             **localisation(Path(r["predictions"]), corpus),

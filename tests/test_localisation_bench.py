@@ -13,13 +13,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_localisation  # noqa: E402
 
 
-def test_said_phones_follow_the_injections():
-    injections = {"u": {"words": [
-        {"said": ["TH", "IH1", "NG", "K"], "states": ["substituted", "ok", "deleted", "distorted"], "deleted": False},
-        {"said": ["AH0"], "states": ["ok"], "deleted": True},  # a word left out: nothing said
-        {"said": ["S", "IY1"], "states": ["ok", "ok"], "deleted": False},
-    ]}}
-    assert bench_localisation.said_phones(injections, "u") == ["TH", "IH", "K", "S", "IY"]
+def test_ctc_targets_are_what_the_synthetic_speakers_said(small_corpus):
+    """The targets (the labels' ``said_phones``, as `mdd` transcribes them) equal what the corpus
+    writer injected: substitutions as the phone said, deleted phones and deleted words left out."""
+    import json
+
+    from lmm_apa.data.corpus import load_corpus
+
+    injections = json.loads((small_corpus / "resource" / "synthetic-injections.json").read_text())
+    states = {s for plan in injections.values() for w in plan["words"] for s in w["states"]}
+    assert {"substituted", "deleted", "distorted"} <= states and any(
+        w["deleted"] for plan in injections.values() for w in plan["words"])  # every case occurs
+    for utt in load_corpus(small_corpus):
+        said = [p.rstrip("012") for w in injections[utt.id]["words"] if not w["deleted"]
+                for p, state in zip(w["said"], w["states"]) if state != "deleted"]
+        assert bench_localisation.EncoderCTC.said(utt) == said, utt.id
 
 
 @pytest.mark.parametrize("ids, phones", [([0, 3, 3, 0, 3, 5, 5, 0], [3, 3, 5]), ([0, 0], []), ([2], [2])])
